@@ -1,0 +1,707 @@
+/*
+ * bench_scan.c - how fast the semantic scan kernels are, measured against
+ * references taken in the same run.
+ *
+ * The float scan is a streaming read of the embedding matrix, so its only
+ * honest yardstick is how fast one core of this machine can read memory at
+ * all: the benchmark measures that first (a SIMD read loop over a buffer far
+ * larger than the last-level cache, best of several passes) and re-measures
+ * it before every dimension, since the machine may be shared.  Each kernel's
+ * scan_f32 is then reported as rows/s, GB/s of matrix bytes touched
+ * (rows * dim * 4) and the ratio of that to the read bandwidth, next to a
+ * naive nested loop (no filter, one float accumulator) compiled like the
+ * rest of this file.
+ *
+ * The second half measures the two-stage scan on a clustered synthetic set
+ * that looks like paraphrase traffic: topics are random unit centres, every
+ * row and every query is its topic centre plus Gaussian noise, normalised,
+ * and no query is itself a row.  For each first-pass type (int8, sign bits)
+ * it reports, per candidate count C, recall@1 against the exact float
+ * scan's best row and the speed-up of (first pass + exact re-score of the C
+ * candidates) over the exact scan, and picks the smallest C that reaches
+ * recall@1 >= 0.99.  Times are means over the same queries for both sides;
+ * the "cold" figure repeats the winner with the caches flushed before every
+ * query, since the sign-bit copy is small enough to stay cache-resident
+ * between back-to-back queries.
+ *
+ * The last line of output is one JSON object for scripts.  Build with
+ * generic flags (-O3 -march=x86-64): the kernels carry their own ISA.
+ */
+#include "scan.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define MAX_DIMS 16
+#define MEMBW_BYTES ((size_t)1 << 30)  /* far past any L3 a core can use */
+#define NQUERY_TIMING 200              /* queries timed per candidate count */
+#define NQUERY_COLD 40                 /* queries timed with flushed caches */
+
+static const size_t cand_counts[] = { 16, 32, 64, 128, 256, 512 };
+#define NCAND (sizeof cand_counts / sizeof cand_counts[0])
+#define CAND_MAX 512
+
+static const char *const kernel_names[] = { "scalar", "avx2", "avx512" };
+#define NKERNEL 3
+
+struct opts {
+	size_t rows;
+	uint32_t dims[MAX_DIMS];
+	size_t ndims;
+	int reps;
+	uint32_t json_dim;
+	size_t queries;
+	size_t topics;
+	double noise;
+	int hugepages;
+};
+
+/* -------------------------------------------------------------- helpers */
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* xoshiro256** seeded by splitmix64: fast, and the same data every run. */
+typedef struct rng { uint64_t s[4]; } rng;
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static void rng_seed(rng *g, uint64_t seed)
+{
+	for (int i = 0; i < 4; i++) {
+		uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+		g->s[i] = z ^ (z >> 31);
+	}
+}
+
+static uint64_t rng_next(rng *g)
+{
+	uint64_t *s = g->s, r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+	s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+	s[2] ^= t; s[3] = rotl(s[3], 45);
+	return r;
+}
+
+/* Uniform in (0, 1]. */
+static double rng_unit(rng *g) { return ((double)(rng_next(g) >> 11) + 1.0) * 0x1p-53; }
+
+static float rng_uniform(rng *g) { return (float)(rng_unit(g) * 2.0 - 1.0); }
+
+static double rng_gauss(rng *g)
+{
+	/* Box-Muller; the second value is thrown away for simplicity. */
+	return sqrt(-2.0 * log(rng_unit(g))) * cos(6.283185307179586 * rng_unit(g));
+}
+
+static void normalise(float *x, uint32_t dim)
+{
+	double ss = 0;
+	for (uint32_t i = 0; i < dim; i++)
+		ss += (double)x[i] * x[i];
+	float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+	for (uint32_t i = 0; i < dim; i++)
+		x[i] *= inv;
+}
+
+/* Large buffers: 64-byte aligned (2 MiB when huge pages are asked for) and
+ * pre-faulted, so page faults never land inside a timed loop. */
+static void *big_alloc(size_t bytes, int hugepages)
+{
+	size_t align = hugepages ? ((size_t)2 << 20) : 64;
+	size_t sz = (bytes + align - 1) / align * align;
+	void *p = aligned_alloc(align, sz);
+
+	if (p == NULL) {
+		fprintf(stderr, "bench_scan: out of memory (%zu bytes)\n", sz);
+		exit(1);
+	}
+	if (hugepages)
+		madvise(p, sz, MADV_HUGEPAGE);
+	memset(p, 0, sz);
+	return p;
+}
+
+/* ------------------------------------------------- memory read bandwidth */
+
+__attribute__((target("avx512f"))) static uint64_t read_avx512(const void *buf, size_t bytes)
+{
+	const __m512i *p = buf, *end = p + bytes / 64;
+	__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+	__m512i a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+
+	for (; p + 8 <= end; p += 8) {
+		a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + 0));
+		a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + 1));
+		a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + 2));
+		a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + 3));
+		a4 = _mm512_add_epi64(a4, _mm512_load_si512(p + 4));
+		a5 = _mm512_add_epi64(a5, _mm512_load_si512(p + 5));
+		a6 = _mm512_add_epi64(a6, _mm512_load_si512(p + 6));
+		a7 = _mm512_add_epi64(a7, _mm512_load_si512(p + 7));
+	}
+	a0 = _mm512_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)),
+	                      _mm512_add_epi64(_mm512_add_epi64(a4, a5), _mm512_add_epi64(a6, a7)));
+	return (uint64_t)_mm512_reduce_add_epi64(a0);
+}
+
+__attribute__((target("avx2"))) static uint64_t read_avx2(const void *buf, size_t bytes)
+{
+	const __m256i *p = buf, *end = p + bytes / 32;
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+	__m256i a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+	uint64_t out[4];
+
+	for (; p + 8 <= end; p += 8) {
+		a0 = _mm256_add_epi64(a0, _mm256_load_si256(p + 0));
+		a1 = _mm256_add_epi64(a1, _mm256_load_si256(p + 1));
+		a2 = _mm256_add_epi64(a2, _mm256_load_si256(p + 2));
+		a3 = _mm256_add_epi64(a3, _mm256_load_si256(p + 3));
+		a4 = _mm256_add_epi64(a4, _mm256_load_si256(p + 4));
+		a5 = _mm256_add_epi64(a5, _mm256_load_si256(p + 5));
+		a6 = _mm256_add_epi64(a6, _mm256_load_si256(p + 6));
+		a7 = _mm256_add_epi64(a7, _mm256_load_si256(p + 7));
+	}
+	a0 = _mm256_add_epi64(_mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)),
+	                      _mm256_add_epi64(_mm256_add_epi64(a4, a5), _mm256_add_epi64(a6, a7)));
+	_mm256_storeu_si256((__m256i *)out, a0);
+	return out[0] + out[1] + out[2] + out[3];
+}
+
+static uint64_t read_sse2(const void *buf, size_t bytes)
+{
+	const __m128i *p = buf, *end = p + bytes / 16;
+	__m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+	uint64_t out[2];
+
+	for (; p + 4 <= end; p += 4) {
+		a0 = _mm_add_epi64(a0, _mm_load_si128(p + 0));
+		a1 = _mm_add_epi64(a1, _mm_load_si128(p + 1));
+		a2 = _mm_add_epi64(a2, _mm_load_si128(p + 2));
+		a3 = _mm_add_epi64(a3, _mm_load_si128(p + 3));
+	}
+	_mm_storeu_si128((__m128i *)out, _mm_add_epi64(_mm_add_epi64(a0, a1), _mm_add_epi64(a2, a3)));
+	return out[0] + out[1];
+}
+
+static volatile uint64_t sink;
+
+/* Best of reps passes over buf, in GB/s (1e9 bytes). */
+static double membw(const void *buf, size_t bytes, int reps, const char **how)
+{
+	uint64_t (*fn)(const void *, size_t) = read_sse2;
+	double best = 0;
+
+	*how = "sse2";
+	if (__builtin_cpu_supports("avx512f")) {
+		fn = read_avx512;
+		*how = "avx512";
+	} else if (__builtin_cpu_supports("avx2")) {
+		fn = read_avx2;
+		*how = "avx2";
+	}
+	for (int r = 0; r < reps; r++) {
+		double t = now_s();
+		sink += fn(buf, bytes);
+		t = now_s() - t;
+		if (bytes / t / 1e9 > best)
+			best = bytes / t / 1e9;
+	}
+	return best;
+}
+
+/* Evict everything a previous query left in the caches. */
+static void flush_caches(const void *buf)
+{
+	const char *how;
+	(void)membw(buf, (size_t)64 << 20, 1, &how);
+}
+
+/* ------------------------------------------------------------- f32 scan */
+
+/* The reference a reader would write first: nested loops, one float sum. */
+static uint32_t naive_best(const float *m, size_t stride, size_t rows, const float *q,
+                           uint32_t dim, float *best_score)
+{
+	uint32_t best = 0;
+	float bs = -INFINITY;
+
+	for (size_t r = 0; r < rows; r++) {
+		float s = 0;
+		for (uint32_t i = 0; i < dim; i++)
+			s += m[r * stride + i] * q[i];
+		if (s > bs) {
+			bs = s;
+			best = (uint32_t)r;
+		}
+	}
+	*best_score = bs;
+	return best;
+}
+
+struct kres {
+	int avail;
+	double gbps, ratio, mrows;
+};
+
+struct dimres {
+	uint32_t dim;
+	double membw, naive_gbps;
+	struct kres k[NKERNEL];
+};
+
+static void bench_f32(const struct opts *o, uint32_t dim, const void *bwbuf, struct dimres *out)
+{
+	const size_t stride = sc_row_stride(dim), rows = o->rows;
+	const double bytes = (double)rows * dim * 4.0;
+	float *m = big_alloc(rows * stride * sizeof(float), o->hugepages);
+	sc_scanmeta *meta = big_alloc(rows * sizeof *meta, 0);
+	float *q = big_alloc(stride * sizeof(float), 0);
+	sc_cand top[10];
+	const char *how;
+	uint32_t nbest;
+	float nscore;
+	double t, best;
+	rng g;
+
+	rng_seed(&g, 1000 + dim);
+	for (size_t r = 0; r < rows; r++) {
+		float *row = m + r * stride;
+		for (uint32_t i = 0; i < dim; i++)
+			row[i] = rng_uniform(&g);
+		normalise(row, dim);
+		/* Padding holds NaN: a kernel that sums it returns nothing. */
+		for (size_t i = dim; i < stride; i++)
+			row[i] = NAN;
+		meta[r].scope = 7;
+		meta[r].sem_expiry_ms = INT64_MAX;
+	}
+	for (uint32_t i = 0; i < dim; i++)
+		q[i] = rng_uniform(&g);
+	normalise(q, dim);
+
+	out->dim = dim;
+	out->membw = membw(bwbuf, MEMBW_BYTES, o->reps, &how);
+
+	best = 1e30;
+	nbest = 0;
+	for (int r = 0; r < (o->reps < 3 ? o->reps : 3); r++) {
+		t = now_s();
+		nbest = naive_best(m, stride, rows, q, dim, &nscore);
+		t = now_s() - t;
+		if (t < best)
+			best = t;
+	}
+	out->naive_gbps = bytes / best / 1e9;
+
+	printf("\ndim %u: %zu rows, matrix %.0f MB, read bandwidth %.2f GB/s (%s loads, best of %d)\n",
+	       dim, rows, bytes / 1e6, out->membw, how, o->reps);
+	printf("  %-8s %10s %10s %9s %8s %9s  %s\n", "kernel", "ms/scan", "Mrows/s", "GB/s",
+	       "x membw", "x naive", "top-1");
+	printf("  %-8s %10.2f %10.2f %9.2f %8.3f %9.2f  row %u\n", "naive", best * 1e3,
+	       rows / best / 1e6, out->naive_gbps, out->naive_gbps / out->membw, 1.0, nbest);
+
+	for (int ki = 0; ki < NKERNEL; ki++) {
+		const sc_kernel *k = sc_kernel_by_name(kernel_names[ki]);
+		size_t n = 0;
+		struct kres *kr = &out->k[ki];
+
+		kr->avail = k != NULL;
+		if (!k) {
+			printf("  %-8s (not supported by this CPU)\n", kernel_names[ki]);
+			continue;
+		}
+		best = 1e30;
+		for (int r = 0; r < o->reps; r++) {
+			t = now_s();
+			n = k->scan_f32(m, stride, meta, rows, 7, 1, q, dim, -1.0f, top, 10);
+			t = now_s() - t;
+			if (t < best)
+				best = t;
+		}
+		kr->gbps = bytes / best / 1e9;
+		kr->ratio = kr->gbps / out->membw;
+		kr->mrows = rows / best / 1e6;
+		printf("  %-8s %10.2f %10.2f %9.2f %8.3f %9.2f  row %u%s\n", k->name, best * 1e3,
+		       kr->mrows, kr->gbps, kr->ratio, kr->gbps / out->naive_gbps,
+		       n ? top[0].row : 0, n && top[0].row == nbest ? "" : "  MISMATCH vs naive");
+	}
+	free(m);
+	free(meta);
+	free(q);
+}
+
+/* ------------------------------------------------------------ two-stage */
+
+struct tsres {
+	const char *type;
+	double recall[NCAND], speedup[NCAND];
+	int chosen;  /* index into cand_counts, -1 if none reaches 0.99 */
+	double cold_speedup;
+};
+
+struct twostage {
+	uint32_t dim;
+	size_t rows, stride, qs8, qsb, nq;
+	float *m, *scale, *q;
+	int8_t *m8, *q8;
+	uint8_t *mb, *qb;
+	float *qscale;
+	sc_scanmeta *meta;
+	uint32_t *truth;
+	double exact_s;      /* mean exact scan time per query */
+	double exact_cold_s; /* same with flushed caches */
+};
+
+/* Exact re-score of the first c candidates; returns the best row. */
+static uint32_t rescore(const sc_kernel *k, const struct twostage *ts, const float *q,
+                        const sc_cand *cand, size_t c)
+{
+	uint32_t best = UINT32_MAX;
+	float bs = -INFINITY;
+
+	for (size_t j = 0; j < c; j++) {
+		if (j + 2 < c)
+			for (size_t off = 0; off < ts->dim * sizeof(float); off += 64)
+				__builtin_prefetch((const char *)(ts->m + cand[j + 2].row * ts->stride) + off);
+		float s = k->dot(ts->m + cand[j].row * ts->stride, q, ts->dim);
+		if (s > bs) {
+			bs = s;
+			best = cand[j].row;
+		}
+	}
+	return best;
+}
+
+static size_t first_pass(const sc_kernel *k, const struct twostage *ts, int bits, size_t qi,
+                         sc_cand *cand, size_t c)
+{
+	if (bits)
+		return k->scan_bits(ts->mb, ts->qsb, ts->meta, ts->rows, 7, 1, ts->qb + qi * ts->qsb,
+		                    ts->dim, cand, c);
+	return k->scan_i8(ts->m8, ts->qs8, ts->scale, ts->meta, ts->rows, 7, 1, ts->q8 + qi * ts->qs8,
+	                  ts->qscale[qi], ts->dim, cand, c);
+}
+
+static void twostage_build(const struct opts *o, uint32_t dim, struct twostage *ts)
+{
+	const size_t topics = o->topics ? o->topics : 1;
+	const double sigma = o->noise / sqrt((double)dim);
+	float *centres = big_alloc(topics * dim * sizeof(float), 0);
+	rng g;
+
+	memset(ts, 0, sizeof *ts);
+	ts->dim = dim;
+	ts->rows = o->rows;
+	ts->nq = o->queries;
+	ts->stride = sc_row_stride(dim);
+	ts->qs8 = sc_i8_stride(dim);
+	ts->qsb = sc_bits_stride(dim);
+	ts->m = big_alloc(ts->rows * ts->stride * sizeof(float), o->hugepages);
+	ts->m8 = big_alloc(ts->rows * ts->qs8, o->hugepages);
+	ts->mb = big_alloc(ts->rows * ts->qsb, o->hugepages);
+	ts->scale = big_alloc(ts->rows * sizeof(float), 0);
+	ts->meta = big_alloc(ts->rows * sizeof(sc_scanmeta), 0);
+	ts->q = big_alloc(ts->nq * ts->stride * sizeof(float), 0);
+	ts->q8 = big_alloc(ts->nq * ts->qs8, 0);
+	ts->qb = big_alloc(ts->nq * ts->qsb, 0);
+	ts->qscale = big_alloc(ts->nq * sizeof(float), 0);
+	ts->truth = big_alloc(ts->nq * sizeof(uint32_t), 0);
+
+	rng_seed(&g, 42);
+	for (size_t t = 0; t < topics; t++) {
+		for (uint32_t i = 0; i < dim; i++)
+			centres[t * dim + i] = (float)rng_gauss(&g);
+		normalise(centres + t * dim, dim);
+	}
+	for (size_t r = 0; r < ts->rows + ts->nq; r++) {
+		int isq = r >= ts->rows;
+		float *x = isq ? ts->q + (r - ts->rows) * ts->stride : ts->m + r * ts->stride;
+		const float *c = centres + (rng_next(&g) % topics) * dim;
+		for (uint32_t i = 0; i < dim; i++)
+			x[i] = c[i] + (float)(sigma * rng_gauss(&g));
+		normalise(x, dim);
+		if (isq) {
+			size_t qi = r - ts->rows;
+			ts->qscale[qi] = sc_quant_i8(x, dim, ts->q8 + qi * ts->qs8, ts->qs8);
+			sc_quant_bits(x, dim, ts->qb + qi * ts->qsb, ts->qsb);
+		} else {
+			ts->scale[r] = sc_quant_i8(x, dim, ts->m8 + r * ts->qs8, ts->qs8);
+			sc_quant_bits(x, dim, ts->mb + r * ts->qsb, ts->qsb);
+			ts->meta[r].scope = 7;
+			ts->meta[r].sem_expiry_ms = INT64_MAX;
+		}
+	}
+	free(centres);
+}
+
+static void twostage_free(struct twostage *ts)
+{
+	free(ts->m); free(ts->m8); free(ts->mb); free(ts->scale); free(ts->meta);
+	free(ts->q); free(ts->q8); free(ts->qb); free(ts->qscale); free(ts->truth);
+}
+
+static void twostage_exact(const sc_kernel *k, struct twostage *ts, const void *bwbuf)
+{
+	sc_cand top[1];
+	double t, cold = 0;
+	size_t ncold = ts->nq < NQUERY_COLD ? ts->nq : NQUERY_COLD;
+
+	t = now_s();
+	for (size_t qi = 0; qi < ts->nq; qi++) {
+		size_t n = k->scan_f32(ts->m, ts->stride, ts->meta, ts->rows, 7, 1,
+		                       ts->q + qi * ts->stride, ts->dim, -2.0f, top, 1);
+		ts->truth[qi] = n ? top[0].row : UINT32_MAX;
+	}
+	ts->exact_s = (now_s() - t) / (double)ts->nq;
+	for (size_t qi = 0; qi < ncold; qi++) {
+		flush_caches(bwbuf);
+		t = now_s();
+		k->scan_f32(ts->m, ts->stride, ts->meta, ts->rows, 7, 1, ts->q + qi * ts->stride,
+		            ts->dim, -2.0f, top, 1);
+		cold += now_s() - t;
+	}
+	ts->exact_cold_s = cold / (double)ncold;
+}
+
+static void twostage_run(const sc_kernel *k, const struct twostage *ts, int bits,
+                         const void *bwbuf, struct tsres *res)
+{
+	static sc_cand cand[CAND_MAX];
+	size_t hits[NCAND] = { 0 };
+	size_t ntime = ts->nq < NQUERY_TIMING ? ts->nq : NQUERY_TIMING;
+	size_t ncold = ts->nq < NQUERY_COLD ? ts->nq : NQUERY_COLD;
+
+	res->type = bits ? "bits" : "int8";
+	res->chosen = -1;
+	/* Recall: one pass at the largest C, every smaller C read off its
+	 * prefix (sc_topk_push keeps prefixes identical to a smaller k). */
+	for (size_t qi = 0; qi < ts->nq; qi++) {
+		const float *q = ts->q + qi * ts->stride;
+		size_t n = first_pass(k, ts, bits, qi, cand, CAND_MAX);
+		for (size_t ci = 0; ci < NCAND; ci++) {
+			size_t c = cand_counts[ci] < n ? cand_counts[ci] : n;
+			if (rescore(k, ts, q, cand, c) == ts->truth[qi])
+				hits[ci]++;
+		}
+	}
+	for (size_t ci = 0; ci < NCAND; ci++) {
+		double t = now_s();
+		res->recall[ci] = (double)hits[ci] / (double)ts->nq;
+		for (size_t qi = 0; qi < ntime; qi++) {
+			size_t n = first_pass(k, ts, bits, qi, cand, cand_counts[ci]);
+			sink += rescore(k, ts, ts->q + qi * ts->stride, cand, n);
+		}
+		t = (now_s() - t) / (double)ntime;
+		res->speedup[ci] = ts->exact_s / t;
+		if (res->chosen < 0 && res->recall[ci] >= 0.99)
+			res->chosen = (int)ci;
+	}
+	res->cold_speedup = 0;
+	if (res->chosen >= 0) {
+		double cold = 0;
+		for (size_t qi = 0; qi < ncold; qi++) {
+			size_t n;
+			flush_caches(bwbuf);
+			double t = now_s();
+			n = first_pass(k, ts, bits, qi, cand, cand_counts[res->chosen]);
+			sink += rescore(k, ts, ts->q + qi * ts->stride, cand, n);
+			cold += now_s() - t;
+		}
+		res->cold_speedup = ts->exact_cold_s / (cold / (double)ncold);
+	}
+}
+
+/* -------------------------------------------------------------- driver */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: bench_scan [--rows N] [--dims D,D,...] [--reps R] [--json-dim D]\n"
+	        "                  [--queries Q] [--topics T] [--noise X] [--hugepages]\n"
+	        "  --rows N      rows in the matrix (default 100000)\n"
+	        "  --dims LIST   dimensions to scan (default 384,768,1536)\n"
+	        "  --reps R      passes per measurement, best kept (default 5)\n"
+	        "  --json-dim D  dimension of the JSON line and the two-stage test (default 768,\n"
+	        "                or the first of --dims if 768 is not among them)\n"
+	        "  --queries Q   two-stage queries (default 1000)\n"
+	        "  --topics T    two-stage topic count (default 1000)\n"
+	        "  --noise X     two-stage noise norm relative to the unit centre (default 0.6)\n"
+	        "  --hugepages   madvise(MADV_HUGEPAGE) the matrices and the bandwidth buffer\n");
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	o->rows = 100000;
+	o->ndims = 3;
+	o->dims[0] = 384; o->dims[1] = 768; o->dims[2] = 1536;
+	o->reps = 5;
+	o->json_dim = 0;
+	o->queries = 1000;
+	o->topics = 1000;
+	o->noise = 0.6;
+	o->hugepages = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			exit(0);
+		} else if (!strcmp(a, "--hugepages")) {
+			o->hugepages = 1;
+			continue;
+		}
+		if (!v)
+			goto bad;
+		i++;
+		if (!strcmp(a, "--rows")) {
+			o->rows = strtoull(v, NULL, 10);
+		} else if (!strcmp(a, "--reps")) {
+			o->reps = atoi(v);
+		} else if (!strcmp(a, "--json-dim")) {
+			o->json_dim = (uint32_t)strtoul(v, NULL, 10);
+		} else if (!strcmp(a, "--queries")) {
+			o->queries = strtoull(v, NULL, 10);
+		} else if (!strcmp(a, "--topics")) {
+			o->topics = strtoull(v, NULL, 10);
+		} else if (!strcmp(a, "--noise")) {
+			o->noise = atof(v);
+		} else if (!strcmp(a, "--dims")) {
+			char *end;
+			o->ndims = 0;
+			for (const char *p = v; *p && o->ndims < MAX_DIMS; p = *end ? end + 1 : end) {
+				unsigned long d = strtoul(p, &end, 10);
+				if (end == p || d == 0 || d > 65536)
+					goto bad;
+				o->dims[o->ndims++] = (uint32_t)d;
+			}
+		} else {
+			goto bad;
+		}
+	}
+	if (o->rows == 0 || o->rows > UINT32_MAX || o->reps < 1 || o->ndims == 0 || o->queries == 0)
+		goto bad;
+	if (o->json_dim == 0) {
+		o->json_dim = o->dims[0];
+		for (size_t i = 0; i < o->ndims; i++)
+			if (o->dims[i] == 768)
+				o->json_dim = 768;
+	}
+	return 0;
+bad:
+	usage(stderr);
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	struct dimres dr[MAX_DIMS];
+	struct tsres tr[2];
+	struct twostage ts;
+	const sc_kernel *best = sc_kernel_select();
+	const struct dimres *jd = NULL;
+	const struct tsres *win = NULL;
+	void *bwbuf;
+	double t0 = now_s();
+
+	if (parse(argc, argv, &o) < 0)
+		return 2;
+	bwbuf = big_alloc(MEMBW_BYTES, o.hugepages);
+	printf("semcache scan benchmark: %zu rows, selected kernel %s, %s pages\n", o.rows,
+	       best->name, o.hugepages ? "huge" : "4 KiB");
+	printf("GB/s = rows*dim*4 bytes / time; x membw = that / single-core read bandwidth\n");
+
+	for (size_t i = 0; i < o.ndims; i++) {
+		bench_f32(&o, o.dims[i], bwbuf, &dr[i]);
+		if (o.dims[i] == o.json_dim)
+			jd = &dr[i];
+	}
+	if (jd == NULL) {
+		/* --json-dim names a dimension not in --dims: measure it too. */
+		bench_f32(&o, o.json_dim, bwbuf, &dr[o.ndims]);
+		jd = &dr[o.ndims];
+	}
+
+	twostage_build(&o, o.json_dim, &ts);
+	twostage_exact(best, &ts, bwbuf);
+	printf("\ntwo-stage at dim %u: %zu rows in %zu topics, noise %.2f, %zu queries (timing %d, cold %d)\n",
+	       o.json_dim, o.rows, o.topics, o.noise, o.queries, NQUERY_TIMING, NQUERY_COLD);
+	printf("  copies: f32 %.0f MB, int8 %.0f MB, bits %.1f MB; exact scan %.2f ms (cold %.2f ms)\n",
+	       ts.rows * ts.stride * 4 / 1e6, ts.rows * ts.qs8 / 1e6, ts.rows * ts.qsb / 1e6,
+	       ts.exact_s * 1e3, ts.exact_cold_s * 1e3);
+	printf("  %-6s", "C");
+	for (size_t ci = 0; ci < NCAND; ci++)
+		printf(" %15zu", cand_counts[ci]);
+	printf("\n");
+	for (int b = 0; b < 2; b++) {
+		twostage_run(best, &ts, b, bwbuf, &tr[b]);
+		printf("  %-6s", tr[b].type);
+		for (size_t ci = 0; ci < NCAND; ci++)
+			printf("   r%.3f %5.1fx", tr[b].recall[ci], tr[b].speedup[ci]);
+		printf("\n");
+	}
+	for (int b = 0; b < 2; b++) {
+		if (tr[b].chosen < 0)
+			continue;
+		if (!win || tr[b].speedup[tr[b].chosen] > win->speedup[win->chosen])
+			win = &tr[b];
+	}
+	if (win)
+		printf("  chosen: %s first pass, C=%zu: recall@1 %.3f, %.1fx faster (cold caches %.1fx)\n",
+		       win->type, cand_counts[win->chosen], win->recall[win->chosen],
+		       win->speedup[win->chosen], win->cold_speedup);
+	else
+		printf("  no first pass reached recall@1 >= 0.99 with C <= %d\n", CAND_MAX);
+	printf("  (r = recall@1 vs exact best row, x = speed-up over exact scan, means over queries)\n");
+	printf("\ntotal %.1f s\n", now_s() - t0);
+
+	/* The one machine-readable line, always last. */
+	int bi = 0;
+	for (int ki = 0; ki < NKERNEL; ki++)
+		if (!strcmp(kernel_names[ki], best->name))
+			bi = ki;
+	printf("{\"dim\":%u,\"rows\":%zu,\"kernel\":\"%s\",\"f32_gbps\":%.3f,\"membw_gbps\":%.3f,"
+	       "\"ratio_membw\":%.4f,\"naive_gbps\":%.3f,",
+	       jd->dim, o.rows, best->name, jd->k[bi].gbps, jd->membw, jd->k[bi].ratio,
+	       jd->naive_gbps);
+	printf("\"kernels\":{");
+	for (int ki = 0, first = 1; ki < NKERNEL; ki++) {
+		if (!jd->k[ki].avail)
+			continue;
+		printf("%s\"%s\":{\"gbps\":%.3f,\"ratio_membw\":%.4f,\"mrows_s\":%.3f}", first ? "" : ",",
+		       kernel_names[ki], jd->k[ki].gbps, jd->k[ki].ratio, jd->k[ki].mrows);
+		first = 0;
+	}
+	printf("},\"dims\":{");
+	for (size_t i = 0; i < o.ndims; i++)
+		printf("%s\"%u\":{\"f32_gbps\":%.3f,\"membw_gbps\":%.3f,\"ratio_membw\":%.4f}",
+		       i ? "," : "", dr[i].dim, dr[i].k[bi].gbps, dr[i].membw, dr[i].k[bi].ratio);
+	printf("},\"twostage_first_pass\":\"%s\",\"twostage_candidates\":%zu,"
+	       "\"twostage_speedup\":%.3f,\"twostage_recall_at1\":%.4f,\"twostage_speedup_cold\":%.3f,",
+	       win ? win->type : "none", win ? cand_counts[win->chosen] : (size_t)0,
+	       win ? win->speedup[win->chosen] : 0.0, win ? win->recall[win->chosen] : 0.0,
+	       win ? win->cold_speedup : 0.0);
+	printf("\"twostage\":{");
+	for (int b = 0; b < 2; b++) {
+		int c = tr[b].chosen;
+		printf("%s\"%s\":{\"candidates\":%zu,\"recall_at1\":%.4f,\"speedup\":%.3f,"
+		       "\"recall_at1_c%d\":%.4f}",
+		       b ? "," : "", tr[b].type, c >= 0 ? cand_counts[c] : (size_t)0,
+		       c >= 0 ? tr[b].recall[c] : 0.0, c >= 0 ? tr[b].speedup[c] : 0.0, CAND_MAX,
+		       tr[b].recall[NCAND - 1]);
+	}
+	printf("},\"exact_ms\":%.3f}\n", ts.exact_s * 1e3);
+	twostage_free(&ts);
+	free(bwbuf);
+	return 0;
+}

@@ -1,0 +1,972 @@
+/*
+ * cache.c - the cache operations: put, get, search, invalidate, inspect.
+ *
+ * Writers (put, invalidate, expiry reclaim) run under the segment's writer
+ * mutex and change a slot only between sc_slot_begin() and sc_slot_end(),
+ * which make its sequence word odd and then even again.  Readers never take
+ * the mutex: they copy a slot and its payload, then re-read the sequence
+ * word; a change means the copy may be torn and is retried (a few times)
+ * or counted as a miss.  Every index, block number and length a reader uses
+ * is bounds-checked before use, and the payload checksum and the decoded
+ * identity (namespace, key, scope) are verified before anything is
+ * returned, so a damaged or hostile segment yields misses, never a wrong
+ * answer or a fault.
+ *
+ * Semantic search scans the whole embedding matrix with the SIMD kernel
+ * (filtered by scope tag and semantic expiry in the compact metadata
+ * array), then re-reads its best candidates under their sequence words and
+ * re-scores them: a row rewritten during the scan is never returned.
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define SC_READ_RETRIES 32
+#define SC_SCAN_EXTRA   8    /* candidates kept beyond k, for rows lost to validation */
+#define SC_TWOSTAGE_C   256  /* first-pass candidates re-scored exactly */
+
+/* ------------------------------------------------------------------------
+ * Per-thread scratch: encode buffer, payload copy, normalised embedding.
+ * ---------------------------------------------------------------------- */
+struct tls_scratch {
+	sc_buf enc;
+	uint8_t *rbuf;
+	size_t rcap;
+	float *emb;
+	size_t ecap;
+	uint8_t *qbuf;
+	size_t qcap;
+	char *ids;
+	size_t icap;
+};
+
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct tls_scratch *tls;
+
+static void tls_free(void *p)
+{
+	struct tls_scratch *t = p;
+	free(t->enc.data);
+	free(t->rbuf);
+	free(t->emb);
+	free(t->qbuf);
+	free(t->ids);
+	free(t);
+}
+
+static void tls_init(void) { (void)pthread_key_create(&tls_key, tls_free); }
+
+static struct tls_scratch *scratch(void)
+{
+	if (SC_LIKELY(tls != NULL))
+		return tls;
+	pthread_once(&tls_once, tls_init);
+	tls = calloc(1, sizeof *tls);
+	if (tls)
+		(void)pthread_setspecific(tls_key, tls);
+	return tls;
+}
+
+static void *grow(void **p, size_t *cap, size_t need)
+{
+	if (*cap >= need)
+		return *p;
+	size_t n = *cap ? *cap : 4096;
+	while (n < need)
+		n *= 2;
+	void *q = realloc(*p, n);
+	if (!q)
+		return NULL;
+	*p = q;
+	*cap = n;
+	return q;
+}
+
+/* ------------------------------------------------------------------------
+ * Slots
+ * ---------------------------------------------------------------------- */
+bool sc_slot_dead(const struct sc_slot *s, int64_t now)
+{
+	if (s->exact_exp_ms > now)
+		return false;
+	return !(s->flags & SC_SLOT_EMB) || s->sem_exp_ms <= now;
+}
+
+void sc_slot_begin(struct sc_slot *s)
+{
+	uint32_t q = atomic_load_explicit(&s->seq, memory_order_relaxed);
+	atomic_store_explicit(&s->seq, q | 1u, memory_order_relaxed);
+	/* The odd sequence is visible before any field changes. */
+	atomic_thread_fence(memory_order_release);
+}
+
+void sc_slot_end(struct sc_slot *s)
+{
+	uint32_t q = atomic_load_explicit(&s->seq, memory_order_relaxed);
+	/* Every field write happens before the even sequence. */
+	atomic_store_explicit(&s->seq, (q | 1u) + 1u, memory_order_release);
+}
+
+static void meta_set(semcache *c, uint32_t s, uint64_t scope, int64_t exp)
+{
+	__atomic_store_n(&c->meta[s].sem_expiry_ms, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->meta[s].scope, scope, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->meta[s].sem_expiry_ms, exp, __ATOMIC_RELEASE);
+}
+
+void sc_slot_clear(semcache *c, uint32_t s)
+{
+	struct sc_slot *sl = &c->slot[s];
+	if (!(sl->flags & SC_SLOT_USED))
+		return;
+	sc_index_remove(c, s);
+	sc_slot_begin(sl);
+	uint32_t head = sl->head, n = sl->nblocks;
+	sl->flags = 0;
+	sl->head = SC_NIL;
+	sl->len = 0;
+	sl->nblocks = 0;
+	if (c->dim)
+		meta_set(c, s, 0, 0);
+	atomic_store_explicit(&c->hits[s], 0, memory_order_relaxed);
+	sc_slot_end(sl);
+	/* Retire only after the slot no longer reaches the blocks. */
+	sc_arena_retire(c, head, n);
+	atomic_fetch_sub_explicit(&c->hdr->entries, 1, memory_order_relaxed);
+}
+
+static void count(semcache *c, _Atomic uint64_t *field)
+{
+	(void)c;
+	atomic_fetch_add_explicit(field, 1, memory_order_relaxed);
+}
+#define COUNT(c, f) do { if ((c)->me) count((c), &(c)->me->c.f); } while (0)
+
+/*
+ * CLOCK: sweep from the hand, clearing reference words, and take the first
+ * empty or dead slot; a live unreferenced one is taken only if no empty or
+ * dead one shows up within a short look-ahead ("expired first where
+ * cheap").  Two full turns always find one (references get cleared).
+ * When the caller needs payload blocks rather than a slot (for_blocks),
+ * empty slots are passed over: they hold no blocks to give back.
+ */
+static uint32_t clock_victim(semcache *c, uint32_t exclude, int64_t now, bool for_blocks)
+{
+	struct sc_header *h = c->hdr;
+	uint32_t hand = h->clock_hand % c->slots;
+	uint32_t candidate = SC_NIL, lookahead = 0;
+
+	for (uint64_t i = 0; i < 2ull * c->slots + 1; i++) {
+		uint32_t s = hand;
+		hand = hand + 1 == c->slots ? 0 : hand + 1;
+		if (s == exclude)
+			continue;
+		struct sc_slot *sl = &c->slot[s];
+		if (!(sl->flags & SC_SLOT_USED)) {
+			if (for_blocks)
+				continue;
+			candidate = s;
+			break;
+		}
+		if (sc_slot_dead(sl, now)) {
+			candidate = s;
+			break;
+		}
+		if (candidate != SC_NIL) {
+			if (++lookahead >= 16)
+				break;
+			continue;
+		}
+		if (atomic_load_explicit(&sl->ref, memory_order_relaxed))
+			atomic_store_explicit(&sl->ref, 0, memory_order_relaxed);
+		else
+			candidate = s;
+	}
+	h->clock_hand = hand;
+	return candidate;
+}
+
+static void evict_slot(semcache *c, uint32_t s, int64_t now)
+{
+	struct sc_slot *sl = &c->slot[s];
+	if (!(sl->flags & SC_SLOT_USED))
+		return;
+	if (sc_slot_dead(sl, now))
+		COUNT(c, expirations);
+	else
+		COUNT(c, evictions);
+	sc_slot_clear(c, s);
+}
+
+/* Entries that eviction could still remove (all but the one being replaced). */
+static bool evictable(semcache *c, uint32_t exclude)
+{
+	uint32_t n = atomic_load_explicit(&c->hdr->entries, memory_order_relaxed);
+	if (exclude != SC_NIL && (c->slot[exclude].flags & SC_SLOT_USED))
+		n = n ? n - 1 : 0;
+	return n > 0;
+}
+
+/*
+ * Make `need` blocks free: reclaim limbo, evicting by CLOCK while short.
+ * Evicts a batch (slack) beyond the need before reclaiming, so the
+ * grace-period check over the process table is paid once per batch, not
+ * once per put.  If a zero-copy reader holds the old limbo batch, evicting
+ * more cannot help (the new batch waits behind it): SEMCACHE_EFULL.
+ */
+static int ensure_blocks(semcache *c, uint32_t need, uint32_t exclude, int64_t now)
+{
+	struct sc_header *h = c->hdr;
+	uint32_t slack = c->nblocks / 64;
+	for (uint64_t guard = 0; guard < 4ull * c->slots + 8; guard++) {
+		uint32_t fc = atomic_load_explicit(&h->free_count, memory_order_relaxed);
+		if (fc >= need)
+			return 0;
+		uint64_t pending = (uint64_t)atomic_load_explicit(&h->lcur_count, memory_order_relaxed) +
+		                   atomic_load_explicit(&h->lold_count, memory_order_relaxed);
+		bool can_evict = evictable(c, exclude);
+		if (fc + pending >= (uint64_t)need + slack || !can_evict) {
+			for (int i = 0; i < 2; i++) {
+				sc_arena_reclaim(c);
+				if (atomic_load_explicit(&h->free_count, memory_order_relaxed) >= need)
+					return 0;
+			}
+			if (!can_evict || h->lold_head != SC_NIL)
+				return SEMCACHE_EFULL;
+		}
+		uint32_t v = clock_victim(c, exclude, now, true);
+		if (v == SC_NIL)
+			return SEMCACHE_EFULL;
+		evict_slot(c, v, now);
+	}
+	return SEMCACHE_EFULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Embeddings
+ * ---------------------------------------------------------------------- */
+static int normalise(const semcache *c, const float *in, float *out)
+{
+	double ss = 0;
+	for (uint32_t i = 0; i < c->dim; i++) {
+		if (!isfinite(in[i]))
+			return SEMCACHE_EEMBEDDING;
+		ss += (double)in[i] * in[i];
+	}
+	if (!(ss > 0) || !isfinite(ss))
+		return SEMCACHE_EEMBEDDING;
+	double inv = 1.0 / sqrt(ss);
+	for (uint32_t i = 0; i < c->dim; i++)
+		out[i] = (float)(in[i] * inv);
+	return 0;
+}
+
+static void write_row(semcache *c, uint32_t s, const float *emb, const uint8_t *q, float qscale)
+{
+	memcpy(c->matrix + (size_t)s * c->row_stride, emb, (size_t)c->dim * 4);
+	if (c->quant)
+		memcpy(c->qmatrix + (size_t)s * c->qstride, q, c->qstride);
+	if (c->quant == SC_QUANT_INT8)
+		c->qscale[s] = qscale;
+}
+
+/* ------------------------------------------------------------------------
+ * put
+ * ---------------------------------------------------------------------- */
+int semcache_put(semcache *c, const semcache_put_args *a)
+{
+	struct tls_scratch *t;
+	uint8_t digest[32];
+	sc_hkey hk;
+	float qscale = 0;
+	int rc;
+
+	if (!c || !a || !a->ns || !a->key || !a->response || a->exact_ttl_ms < 0 ||
+	    a->semantic_ttl_ms < 0)
+		return -EINVAL;
+	if (!(t = scratch()))
+		return -ENOMEM;
+	if (a->embedding && !c->dim)
+		return SEMCACHE_ENOSEMANTIC;
+	if (a->embedding && a->embedding_dim != c->dim)
+		return SEMCACHE_EDIM;
+
+	/* Everything that can fail on the caller's input fails here, before
+	 * the lock and before anything in the segment changes. */
+	rc = sc_codec_encode(a->ns, a->key, a->scope, a->response, c->max_payload, &t->enc);
+	if (rc < 0)
+		return rc;
+	if (a->embedding) {
+		if (!grow((void **)&t->emb, &t->ecap, (size_t)c->dim * 4))
+			return -ENOMEM;
+		if ((rc = normalise(c, a->embedding, t->emb)) < 0)
+			return rc;
+		if (c->quant) {
+			if (!grow((void **)&t->qbuf, &t->qcap, c->qstride))
+				return -ENOMEM;
+			if (c->quant == SC_QUANT_INT8)
+				qscale = sc_quant_i8(t->emb, c->dim, (int8_t *)t->qbuf, c->qstride);
+			else
+				sc_quant_bits(t->emb, c->dim, t->qbuf, c->qstride);
+		}
+	}
+	if ((rc = sc_key_digest(a->ns, a->key, digest)) < 0)
+		return rc;
+	sc_hkey_make(c, digest, &hk);
+	size_t ns_len = strlen(a->ns);
+	const char *scope = a->scope ? a->scope : "";
+	uint64_t tag = sc_scope_tag(c, a->ns, ns_len, scope, strlen(scope));
+	uint64_t nsh = sc_ns_hash(c, a->ns, ns_len);
+	uint32_t len = (uint32_t)t->enc.len;
+	uint32_t csum = sc_checksum(t->enc.data, len);
+	uint32_t need = sc_blocks_for(c, len);
+	int64_t ettl = a->exact_ttl_ms ? a->exact_ttl_ms : c->exact_ttl_ms;
+	int64_t sttl = a->semantic_ttl_ms ? a->semantic_ttl_ms : c->semantic_ttl_ms;
+
+	if ((rc = sc_wlock(c)) < 0)
+		return rc;
+	int64_t now = sc_now(c);
+	uint32_t s = sc_index_find_w(c, &hk);
+	if ((rc = ensure_blocks(c, need, s, now)) < 0)
+		goto out;
+	/* ensure_blocks may have cleared s through its bucket; look again */
+	if (s != SC_NIL && !(c->slot[s].flags & SC_SLOT_USED))
+		s = SC_NIL;
+	uint32_t head = sc_arena_pop(c, need);
+	if (head == SC_NIL) {
+		rc = SEMCACHE_EFULL;
+		goto out;
+	}
+	sc_arena_write(c, head, t->enc.data, len);
+
+	bool fresh = s == SC_NIL;
+	if (fresh) {
+		s = clock_victim(c, SC_NIL, now, false);
+		if (s == SC_NIL) {
+			sc_arena_retire(c, head, need);
+			rc = SEMCACHE_EFULL;
+			goto out;
+		}
+		evict_slot(c, s, now);
+	}
+	struct sc_slot *sl = &c->slot[s];
+	uint32_t old_head = sl->head, old_n = sl->nblocks;
+	bool keep_row = !fresh && !a->embedding && (sl->flags & SC_SLOT_EMB);
+
+	sc_slot_begin(sl);
+	if (c->dim)
+		__atomic_store_n(&c->meta[s].sem_expiry_ms, 0, __ATOMIC_RELAXED);
+	memcpy(sl->digest, digest, 32);
+	sl->scope_tag = tag;
+	sl->ns_hash = nsh;
+	sl->created_ms = now;
+	sl->exact_exp_ms = now + ettl;
+	sl->sem_exp_ms = now + sttl;
+	sl->head = head;
+	sl->len = len;
+	sl->nblocks = need;
+	sl->checksum = csum;
+	sl->flags = SC_SLOT_USED | SC_SLOT_DIRTY |
+	            ((a->embedding || keep_row) ? SC_SLOT_EMB : 0);
+	if (a->embedding)
+		write_row(c, s, t->emb, t->qbuf, qscale);
+	if (sl->flags & SC_SLOT_EMB)
+		meta_set(c, s, tag, sl->sem_exp_ms);
+	else if (c->dim)
+		meta_set(c, s, 0, 0);
+	if (fresh) {
+		atomic_store_explicit(&sl->ref, 0, memory_order_relaxed);
+		atomic_store_explicit(&c->hits[s], 0, memory_order_relaxed);
+	}
+	sc_slot_end(sl);
+
+	if (fresh) {
+		atomic_fetch_add_explicit(&c->hdr->entries, 1, memory_order_relaxed);
+		sc_index_insert(c, &hk, s);
+	} else {
+		sc_arena_retire(c, old_head, old_n);
+	}
+	COUNT(c, puts);
+	rc = 0;
+out:
+	sc_wunlock(c);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Reading a slot
+ * ---------------------------------------------------------------------- */
+struct slot_view {
+	uint32_t flags, len, checksum, hits;
+	uint64_t scope_tag, ns_hash;
+	int64_t created_ms, exact_exp_ms, sem_exp_ms;
+	uint8_t digest[32];
+	float score; /* search: re-scored similarity */
+};
+
+static bool view_dead(const struct slot_view *v, int64_t now)
+{
+	if (v->exact_exp_ms > now)
+		return false;
+	return !(v->flags & SC_SLOT_EMB) || v->sem_exp_ms <= now;
+}
+
+enum { READ_OK = 0, READ_EMPTY = 1, READ_RETRY = 2, READ_BAD = 3 };
+
+/*
+ * Copy slot s and its payload (into t->rbuf) consistently.  `digest`, when
+ * given, must match or READ_EMPTY is returned without copying the payload;
+ * `q`, when given, re-scores the slot's row under the same sequence window.
+ */
+static int read_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_t *digest,
+                     const float *q, struct slot_view *v)
+{
+	struct sc_slot *sl = &c->slot[s];
+	uint32_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
+	if (s1 & 1u)
+		return READ_RETRY;
+	v->flags = __atomic_load_n(&sl->flags, __ATOMIC_RELAXED);
+	if (!(v->flags & SC_SLOT_USED))
+		goto empty;
+	if (digest) {
+		uint8_t d[32];
+		memcpy(d, sl->digest, 32);
+		if (memcmp(d, digest, 32) != 0)
+			goto empty;
+	}
+	memcpy(v->digest, sl->digest, 32);
+	v->scope_tag = __atomic_load_n(&sl->scope_tag, __ATOMIC_RELAXED);
+	v->ns_hash = __atomic_load_n(&sl->ns_hash, __ATOMIC_RELAXED);
+	v->created_ms = __atomic_load_n(&sl->created_ms, __ATOMIC_RELAXED);
+	v->exact_exp_ms = __atomic_load_n(&sl->exact_exp_ms, __ATOMIC_RELAXED);
+	v->sem_exp_ms = __atomic_load_n(&sl->sem_exp_ms, __ATOMIC_RELAXED);
+	v->checksum = __atomic_load_n(&sl->checksum, __ATOMIC_RELAXED);
+	v->len = __atomic_load_n(&sl->len, __ATOMIC_RELAXED);
+	uint32_t head = __atomic_load_n(&sl->head, __ATOMIC_RELAXED);
+	uint32_t nb = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
+	if (v->len == 0 || v->len > c->max_payload)
+		goto torn_or_bad;
+	if (!grow((void **)&t->rbuf, &t->rcap, v->len))
+		return -ENOMEM;
+	if (sc_arena_read(c, head, nb, t->rbuf, v->len) < 0)
+		goto torn_or_bad;
+	if (q) {
+		if (!(v->flags & SC_SLOT_EMB))
+			goto empty_checked;
+		v->score = c->kernel->dot(c->matrix + (size_t)s * c->row_stride, q, c->dim);
+	}
+	v->hits = atomic_load_explicit(&c->hits[s], memory_order_relaxed);
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1)
+		return READ_RETRY;
+	if (sc_checksum(t->rbuf, v->len) != v->checksum)
+		return READ_BAD;
+	return READ_OK;
+
+torn_or_bad:
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1 ? READ_RETRY : READ_BAD;
+empty_checked:
+empty:
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1 ? READ_RETRY : READ_EMPTY;
+}
+
+static void mark_referenced(semcache *c, uint32_t s)
+{
+	struct sc_slot *sl = &c->slot[s];
+	/* Write the shared line only when the bit is clear. */
+	if (!atomic_load_explicit(&sl->ref, memory_order_relaxed))
+		atomic_store_explicit(&sl->ref, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->hits[s], 1, memory_order_relaxed);
+}
+
+static bool ids_equal(const char *a, size_t alen, const char *b)
+{
+	return strlen(b) == alen && memcmp(a, b, alen) == 0;
+}
+
+/* Remove an exact-expired, semantically dead entry if the writer lock is
+ * free right now; a reader never waits for it. */
+static void reclaim_expired(semcache *c, uint32_t s, const uint8_t digest[32])
+{
+	if (sc_wtrylock(c) != 0)
+		return;
+	struct sc_slot *sl = &c->slot[s];
+	int64_t now = sc_now(c);
+	if ((sl->flags & SC_SLOT_USED) && memcmp(sl->digest, digest, 32) == 0 &&
+	    sc_slot_dead(sl, now)) {
+		COUNT(c, expirations);
+		sc_slot_clear(c, s);
+	}
+	sc_wunlock(c);
+}
+
+static int touch_entry(semcache *c, const uint8_t digest[32], const sc_hkey *hk)
+{
+	int rc = sc_wlock(c);
+	if (rc < 0)
+		return rc;
+	uint32_t s = sc_index_find_w(c, hk);
+	if (s != SC_NIL && memcmp(c->slot[s].digest, digest, 32) == 0) {
+		struct sc_slot *sl = &c->slot[s];
+		int64_t now = sc_now(c);
+		int64_t ettl = sl->exact_exp_ms - sl->created_ms;
+		int64_t sttl = sl->sem_exp_ms - sl->created_ms;
+		sc_slot_begin(sl);
+		sl->exact_exp_ms = now + (ettl > 0 ? ettl : c->exact_ttl_ms);
+		sl->sem_exp_ms = now + (sttl > 0 ? sttl : c->semantic_ttl_ms);
+		sl->created_ms = now;
+		if (sl->flags & SC_SLOT_EMB)
+			meta_set(c, s, sl->scope_tag, sl->sem_exp_ms);
+		sc_slot_end(sl);
+	}
+	sc_wunlock(c);
+	return 0;
+}
+
+int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
+                 semcache_response **out)
+{
+	struct tls_scratch *t;
+	uint8_t digest[32];
+	sc_hkey hk;
+	int rc;
+
+	if (!c || !ns || !key || !out || (flags & ~SEMCACHE_GET_TOUCH))
+		return -EINVAL;
+	*out = NULL;
+	if (!(t = scratch()))
+		return -ENOMEM;
+	if ((rc = sc_key_digest(ns, key, digest)) < 0)
+		return rc;
+	sc_hkey_make(c, digest, &hk);
+
+	struct sc_bucket *b = &c->index[sc_index_bucket(c, hk.h)];
+	uint32_t tag = (uint32_t)(hk.h >> 32);
+	struct slot_view v;
+	int64_t now = sc_now(c);
+
+	for (int attempt = 0; attempt < SC_READ_RETRIES; attempt++) {
+		int retry = 0;
+		for (uint32_t w = 0; w < SC_WAYS; w++) {
+			uint64_t e = atomic_load_explicit(&b->e[w], memory_order_acquire);
+			if (!e || (uint32_t)(e >> 32) != tag)
+				continue;
+			uint32_t s = (uint32_t)e - 1;
+			if (s >= c->slots)
+				continue;
+			int r = read_slot(c, t, s, digest, NULL, &v);
+			if (r < 0)
+				return r;
+			if (r == READ_RETRY) {
+				retry = 1;
+				continue;
+			}
+			if (r != READ_OK)
+				continue;
+			if (v.exact_exp_ms <= now) {
+				if (view_dead(&v, now))
+					reclaim_expired(c, s, digest);
+				goto miss;
+			}
+			sc_ids ids;
+			rc = sc_codec_decode(t->rbuf, v.len, out, &ids);
+			if (rc == -ENOMEM)
+				return rc;
+			if (rc < 0 || !ids_equal(ids.ns, ids.ns_len, ns) ||
+			    !ids_equal(ids.key, ids.key_len, key)) {
+				semcache_response_free(*out);
+				*out = NULL;
+				continue; /* damaged or colliding record: not ours */
+			}
+			mark_referenced(c, s);
+			COUNT(c, hits);
+			if (flags & SEMCACHE_GET_TOUCH)
+				(void)touch_entry(c, digest, &hk);
+			return 0;
+		}
+		if (!retry)
+			break;
+		if (attempt > 4)
+			sched_yield();
+	}
+miss:
+	COUNT(c, misses);
+	return SEMCACHE_ENOTFOUND;
+}
+
+/* ------------------------------------------------------------------------
+ * search
+ * ---------------------------------------------------------------------- */
+static int check_query(semcache *c, struct tls_scratch *t, const float *query, uint32_t dim,
+                       float threshold)
+{
+	if (!c->dim)
+		return SEMCACHE_ENOSEMANTIC;
+	if (dim != c->dim)
+		return SEMCACHE_EDIM;
+	if (!isfinite(threshold) || threshold < -1.0f || threshold > 1.0f)
+		return -EINVAL;
+	if (!grow((void **)&t->emb, &t->ecap, (size_t)c->dim * 4))
+		return -ENOMEM;
+	return normalise(c, query, t->emb);
+}
+
+/* First pass: candidates by approximate score, re-scored exactly. */
+static size_t scan_candidates(semcache *c, struct tls_scratch *t, uint64_t tag, int64_t now,
+                              sc_cand *cand, size_t want)
+{
+	const sc_kernel *k = c->kernel;
+	const float *q = t->emb;
+	if (!c->quant)
+		return k->scan_f32(c->matrix, c->row_stride, c->meta, c->slots, tag, now, q,
+		                   c->dim, -2.0f, cand, want);
+
+	sc_cand first[SC_TWOSTAGE_C];
+	size_t n;
+	if (!grow((void **)&t->qbuf, &t->qcap, c->qstride))
+		return 0;
+	if (c->quant == SC_QUANT_INT8) {
+		float qs = sc_quant_i8(q, c->dim, (int8_t *)t->qbuf, c->qstride);
+		n = k->scan_i8((const int8_t *)c->qmatrix, c->qstride, c->qscale, c->meta, c->slots,
+		               tag, now, (const int8_t *)t->qbuf, qs, c->dim, first, SC_TWOSTAGE_C);
+	} else {
+		sc_quant_bits(q, c->dim, t->qbuf, c->qstride);
+		n = k->scan_bits(c->qmatrix, c->qstride, c->meta, c->slots, tag, now, t->qbuf,
+		                 c->dim, first, SC_TWOSTAGE_C);
+	}
+	size_t kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t r = first[i].row;
+		if (r >= c->slots)
+			continue;
+		float sc = k->dot(c->matrix + (size_t)r * c->row_stride, q, c->dim);
+		sc_topk_push(cand, &kept, want, r, sc);
+	}
+	return kept;
+}
+
+int semcache_search_topk(semcache *c, const char *ns, const char *scope, const float *query,
+                         uint32_t dim, float threshold, semcache_match *matches, size_t k, size_t *n)
+{
+	struct tls_scratch *t;
+	int rc;
+
+	if (!c || !ns || !query || !matches || !n || k == 0 || k > 64)
+		return -EINVAL;
+	*n = 0;
+	if (!(t = scratch()))
+		return -ENOMEM;
+	if ((rc = check_query(c, t, query, dim, threshold)) < 0)
+		return rc;
+	if (!scope)
+		scope = "";
+	size_t ns_len = strlen(ns), scope_len = strlen(scope);
+	uint64_t tag = sc_scope_tag(c, ns, ns_len, scope, scope_len);
+	int64_t now = sc_now(c);
+
+	sc_cand cand[64 + SC_SCAN_EXTRA];
+	size_t want = k + SC_SCAN_EXTRA, got = 0;
+	float best_seen = -2.0f;
+
+	size_t nc = scan_candidates(c, t, tag, now, cand, want);
+	for (size_t i = 0; i < nc && got < k; i++) {
+		uint32_t s = cand[i].row;
+		struct slot_view v;
+		int r = READ_RETRY;
+		for (int a = 0; a < SC_READ_RETRIES && r == READ_RETRY; a++)
+			r = read_slot(c, t, s, NULL, t->emb, &v);
+		if (r < 0) {
+			rc = r;
+			goto fail;
+		}
+		/* Re-validated under the sequence word: same scope, alive, and
+		 * the score of the row as it is now, not as the scan saw it. */
+		if (r != READ_OK || v.scope_tag != tag || v.sem_exp_ms <= now ||
+		    !(v.flags & SC_SLOT_EMB) || !(v.score == v.score))
+			continue;
+		if (v.score > best_seen)
+			best_seen = v.score;
+		if (v.score < threshold)
+			continue;
+		semcache_response *resp = NULL;
+		sc_ids ids;
+		rc = sc_codec_decode(t->rbuf, v.len, &resp, &ids);
+		if (rc == -ENOMEM)
+			goto fail;
+		/* Absolute isolation: the record itself must name the caller's
+		 * namespace and scope, whatever the 64-bit tag said. */
+		if (rc < 0 || ids.ns_len != ns_len || memcmp(ids.ns, ns, ns_len) != 0 ||
+		    ids.scope_len != scope_len || memcmp(ids.scope, scope, scope_len) != 0) {
+			semcache_response_free(resp);
+			continue;
+		}
+		mark_referenced(c, s);
+		/* keep best first even if re-scoring reordered */
+		size_t j = got++;
+		while (j > 0 && matches[j - 1].similarity < v.score) {
+			matches[j] = matches[j - 1];
+			j--;
+		}
+		matches[j].response = resp;
+		matches[j].similarity = v.score;
+	}
+	*n = got;
+	if (got) {
+		COUNT(c, sem_hits);
+	} else {
+		COUNT(c, sem_misses);
+		if (c->me && best_seen > -2.0f)
+			sc_count_best_miss(&c->me->c, best_seen);
+	}
+	return 0;
+fail:
+	for (size_t i = 0; i < got; i++)
+		semcache_response_free(matches[i].response);
+	*n = 0;
+	return rc;
+}
+
+int semcache_search(semcache *c, const char *ns, const char *scope, const float *query,
+                    uint32_t dim, float threshold, semcache_response **out, float *similarity)
+{
+	semcache_match m;
+	size_t n = 0;
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	int rc = semcache_search_topk(c, ns, scope, query, dim, threshold, &m, 1, &n);
+	if (rc < 0)
+		return rc;
+	if (n == 0)
+		return SEMCACHE_ENOTFOUND;
+	*out = m.response;
+	if (similarity)
+		*similarity = m.similarity;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * invalidate
+ * ---------------------------------------------------------------------- */
+int semcache_invalidate(semcache *c, const char *ns, const char *prefix, uint64_t *count_out)
+{
+	struct tls_scratch *t;
+	uint64_t n = 0;
+	int rc;
+
+	if (count_out)
+		*count_out = 0;
+	if (!c)
+		return -EINVAL;
+	if (!(t = scratch()))
+		return -ENOMEM;
+	if (prefix && !*prefix)
+		prefix = NULL;
+	size_t ns_len = ns ? strlen(ns) : 0, pfx_len = prefix ? strlen(prefix) : 0;
+	uint64_t nsh = ns ? sc_ns_hash(c, ns, ns_len) : 0;
+
+	if ((rc = sc_wlock(c)) < 0)
+		return rc;
+	for (uint32_t s = 0; s < c->slots; s++) {
+		struct sc_slot *sl = &c->slot[s];
+		if (!(sl->flags & SC_SLOT_USED))
+			continue;
+		if (ns && sl->ns_hash != nsh)
+			continue;
+		if (ns || prefix) {
+			/* Confirm with the record itself (the hash only filters). */
+			sc_ids ids;
+			if (sl->len == 0 || sl->len > c->max_payload ||
+			    !grow((void **)&t->rbuf, &t->rcap, sl->len) ||
+			    sc_arena_read(c, sl->head, sl->nblocks, t->rbuf, sl->len) < 0 ||
+			    sc_codec_peek_ids(t->rbuf, sl->len, &ids) < 0)
+				continue; /* unreadable: verify reports it, repair drops it */
+			if (ns && (ids.ns_len != ns_len || memcmp(ids.ns, ns, ns_len) != 0))
+				continue;
+			if (prefix && (ids.key_len < pfx_len || memcmp(ids.key, prefix, pfx_len) != 0))
+				continue;
+		}
+		sc_slot_clear(c, s);
+		n++;
+	}
+	if (c->me)
+		atomic_fetch_add_explicit(&c->me->c.invalidations, n, memory_order_relaxed);
+	sc_arena_reclaim(c);
+	sc_wunlock(c);
+	if (count_out)
+		*count_out = n;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Inspection
+ * ---------------------------------------------------------------------- */
+static void counters_load(semcache_counters *o, struct sc_counters *s)
+{
+	o->hits += atomic_load_explicit(&s->hits, memory_order_relaxed);
+	o->misses += atomic_load_explicit(&s->misses, memory_order_relaxed);
+	o->sem_hits += atomic_load_explicit(&s->sem_hits, memory_order_relaxed);
+	o->sem_misses += atomic_load_explicit(&s->sem_misses, memory_order_relaxed);
+	o->puts += atomic_load_explicit(&s->puts, memory_order_relaxed);
+	o->evictions += atomic_load_explicit(&s->evictions, memory_order_relaxed);
+	o->expirations += atomic_load_explicit(&s->expirations, memory_order_relaxed);
+	o->invalidations += atomic_load_explicit(&s->invalidations, memory_order_relaxed);
+	uint32_t b = atomic_load_explicit(&s->sem_miss_best, memory_order_relaxed);
+	if (b) {
+		float f;
+		memcpy(&f, &b, 4);
+		if (f > o->sem_miss_best)
+			o->sem_miss_best = f;
+	}
+}
+
+int semcache_stat(semcache *c, semcache_stats *st)
+{
+	if (!c || !st)
+		return -EINVAL;
+	struct sc_header *h = c->hdr;
+	memset(st, 0, sizeof *st);
+	st->slots = c->slots;
+	st->dim = c->dim;
+	st->block_size = c->block_size;
+	st->max_procs = c->max_procs;
+	st->max_payload = c->max_payload;
+	st->quant = c->quant;
+	st->arena_bytes = (uint64_t)c->nblocks * c->block_size;
+	st->segment_bytes = c->size;
+	st->exact_ttl_ms = c->exact_ttl_ms;
+	st->semantic_ttl_ms = c->semantic_ttl_ms;
+	st->threshold = c->threshold;
+	st->created_ms = (uint64_t)h->created_ms;
+	st->entries = atomic_load_explicit(&h->entries, memory_order_relaxed);
+	st->blocks_total = c->nblocks;
+	st->blocks_free = atomic_load_explicit(&h->free_count, memory_order_relaxed);
+	st->blocks_limbo = (uint64_t)atomic_load_explicit(&h->lcur_count, memory_order_relaxed) +
+	                   atomic_load_explicit(&h->lold_count, memory_order_relaxed);
+	if (st->blocks_free + st->blocks_limbo > st->blocks_total)
+		st->blocks_limbo = st->blocks_total - st->blocks_free; /* racing a writer */
+	st->blocks_used = st->blocks_total - st->blocks_free - st->blocks_limbo;
+	st->bytes_used = st->blocks_used * c->block_size;
+	st->bytes_free = st->blocks_free * c->block_size;
+	st->grace_period = atomic_load_explicit(&h->gp, memory_order_relaxed);
+	st->total.sem_miss_best = -2.0f;
+	counters_load(&st->total, &h->departed);
+	uint32_t hwm = atomic_load_explicit(&h->procs_hwm, memory_order_relaxed);
+	for (uint32_t i = 0; i < hwm && i < c->max_procs; i++) {
+		if (!atomic_load_explicit(&c->procs[i].owner, memory_order_relaxed))
+			continue;
+		st->procs_attached++;
+		counters_load(&st->total, &c->procs[i].c);
+	}
+	return 0;
+}
+
+int semcache_procs(semcache *c, semcache_proc_info *info, size_t cap, size_t *n)
+{
+	if (!c || !n || (cap && !info))
+		return -EINVAL;
+	*n = 0;
+	uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_relaxed);
+	for (uint32_t i = 0; i < hwm && i < c->max_procs && *n < cap; i++) {
+		struct sc_proc *p = &c->procs[i];
+		uint64_t o = atomic_load_explicit(&p->owner, memory_order_relaxed);
+		if (!o)
+			continue;
+		semcache_proc_info *pi = &info[(*n)++];
+		memset(pi, 0, sizeof *pi);
+		pi->index = i;
+		pi->pid = (int32_t)(o & 0xffffffffu);
+		pi->start_time = p->start_time;
+		pi->alive = sc_proc_alive(pi->pid, o >> 32);
+		pi->in_read_section = atomic_load_explicit(&p->reader, memory_order_relaxed) != 0;
+		pi->counters.sem_miss_best = -2.0f;
+		counters_load(&pi->counters, &p->c);
+	}
+	return 0;
+}
+
+static char *ids_copy(struct tls_scratch *t, const sc_ids *ids)
+{
+	size_t need = ids->ns_len + ids->key_len + ids->scope_len + 3;
+	if (!grow((void **)&t->ids, &t->icap, need))
+		return NULL;
+	char *p = t->ids;
+	memcpy(p, ids->ns, ids->ns_len);
+	p[ids->ns_len] = 0;
+	memcpy(p + ids->ns_len + 1, ids->key, ids->key_len);
+	p[ids->ns_len + 1 + ids->key_len] = 0;
+	memcpy(p + ids->ns_len + ids->key_len + 2, ids->scope, ids->scope_len);
+	p[need - 1] = 0;
+	return p;
+}
+
+int semcache_foreach(semcache *c, const char *ns, const char *prefix,
+                     int (*fn)(const semcache_entry_info *e, void *arg), void *arg)
+{
+	struct tls_scratch *t;
+	if (!c || !fn)
+		return -EINVAL;
+	if (!(t = scratch()))
+		return -ENOMEM;
+	size_t ns_len = ns ? strlen(ns) : 0, pfx_len = prefix ? strlen(prefix) : 0;
+	int64_t now = sc_now(c);
+
+	for (uint32_t s = 0; s < c->slots; s++) {
+		struct slot_view v;
+		int r = READ_RETRY;
+		for (int a = 0; a < SC_READ_RETRIES && r == READ_RETRY; a++)
+			r = read_slot(c, t, s, NULL, NULL, &v);
+		if (r < 0)
+			return r;
+		if (r != READ_OK || view_dead(&v, now))
+			continue;
+		sc_ids ids;
+		if (sc_codec_peek_ids(t->rbuf, v.len, &ids) < 0)
+			continue;
+		if (ns && (ids.ns_len != ns_len || memcmp(ids.ns, ns, ns_len) != 0))
+			continue;
+		if (prefix && (ids.key_len < pfx_len || memcmp(ids.key, prefix, pfx_len) != 0))
+			continue;
+		char *p = ids_copy(t, &ids);
+		if (!p)
+			return -ENOMEM;
+		semcache_entry_info e = {
+			.ns = p,
+			.key = p + ids.ns_len + 1,
+			.scope = p + ids.ns_len + ids.key_len + 2,
+			.created_ms = v.created_ms,
+			.exact_expiry_ms = v.exact_exp_ms,
+			.semantic_expiry_ms = (v.flags & SC_SLOT_EMB) ? v.sem_exp_ms : 0,
+			.hits = v.hits,
+			.size = v.len,
+			.has_embedding = !!(v.flags & SC_SLOT_EMB),
+			.slot = s,
+		};
+		int r2 = fn(&e, arg);
+		if (r2)
+			return r2;
+	}
+	return 0;
+}
+
+int semcache_verify(semcache *c, char *report, size_t report_len)
+{
+	if (!c)
+		return -EINVAL;
+	if (report && report_len)
+		report[0] = '\0';
+	int rc = sc_wlock(c);
+	if (rc < 0)
+		return rc;
+	sc_procs_reap(c);
+	rc = sc_check(c, report, report_len);
+	sc_wunlock(c);
+	return rc;
+}

@@ -1,0 +1,61 @@
+/*
+ * codec.h - the response record codec (msgpack), internal.
+ *
+ * A stored entry is one msgpack map holding the caller's response record
+ * plus the identity needed for invalidation and verification (namespace,
+ * key string, scope string).  The bytes come back from a shared segment or
+ * from Redis, both shared with other processes and hosts, so the decoder
+ * trusts nothing: every length and count is checked against the bytes left
+ * before anything is allocated, nesting depth and sizes are capped, and the
+ * result is one allocation the caller frees with semcache_response_free().
+ */
+#ifndef SC_CODEC_H
+#define SC_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "semcache.h"
+
+/* Caps enforced by encoder and decoder alike. */
+#define SC_CODEC_MAX_TOOL_CALLS 1024u
+#define SC_CODEC_MAX_DEPTH      8u
+
+/* Growable output buffer; free data with free(). */
+typedef struct sc_buf {
+	char *data;
+	size_t len, cap;
+} sc_buf;
+
+/* The identity fields of an encoded record, pointing into the encoded bytes
+ * (not NUL-terminated). */
+typedef struct sc_ids {
+	const char *ns;    size_t ns_len;
+	const char *key;   size_t key_len;
+	const char *scope; size_t scope_len;
+} sc_ids;
+
+/*
+ * Encode (ns, key, scope, r) into out (out->len reset to 0 first; the buffer
+ * is reused and grown as needed).  scope NULL is encoded as "".  Fails with
+ * -E2BIG when the encoding would exceed max bytes, SEMCACHE_EBADRECORD for
+ * a record that breaks the caps or lacks content/model, -EINVAL for NULL
+ * ns/key/r, -ENOMEM.  On failure out->len is unspecified.
+ */
+int sc_codec_encode(const char *ns, const char *key, const char *scope,
+                    const semcache_response *r, size_t max, sc_buf *out);
+
+/*
+ * Decode buf[0..len) into one malloc'd semcache_response (strings included).
+ * ids (may be NULL) receives the identity fields.  SEMCACHE_EBADRECORD for
+ * anything malformed, truncated, over the caps or with trailing bytes;
+ * -ENOMEM.
+ */
+int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids *ids);
+
+/*
+ * Read only the identity fields, allocating nothing.  Same validation of
+ * the bytes it reads as sc_codec_decode (it need not validate the rest).
+ */
+int sc_codec_peek_ids(const void *buf, size_t len, sc_ids *ids);
+
+#endif

@@ -1,0 +1,122 @@
+/*
+ * index.c - the set-associative index from key digest to slot.
+ *
+ * Buckets are one cache line of SC_WAYS 64-bit entries, (tag << 32) |
+ * (slot + 1), 0 meaning empty.  The bucket and the 32-bit tag both come
+ * from SipHash of the key digest under the segment's secret, so collisions
+ * cannot be aimed.  This is a cache: a full bucket evicts its least useful
+ * entry (expired first, then one not referenced since the CLOCK hand last
+ * passed, then the oldest), it never chains.  A tag match is only a hint:
+ * readers confirm the full digest in the slot under its sequence word.
+ *
+ * Entries are written only under the writer mutex, with release stores
+ * after the slot they point to is complete; readers load them with
+ * acquire and treat any value as untrusted (slot bounds-checked).
+ */
+#include <string.h>
+
+#include "internal.h"
+
+void sc_hkey_make(const semcache *c, const uint8_t digest[32], sc_hkey *k)
+{
+	memcpy(k->digest, digest, 32);
+	k->h = sc_siphash(c->secret, digest, 32);
+}
+
+uint32_t sc_index_bucket(const semcache *c, uint64_t h)
+{
+	return (uint32_t)h & (c->buckets - 1);
+}
+
+static inline uint64_t entry_make(uint64_t h, uint32_t slot)
+{
+	return (h & UINT64_C(0xffffffff00000000)) | ((uint64_t)slot + 1);
+}
+
+uint32_t sc_index_find_w(semcache *c, const sc_hkey *k)
+{
+	struct sc_bucket *b = &c->index[sc_index_bucket(c, k->h)];
+	uint32_t tag = (uint32_t)(k->h >> 32);
+	for (uint32_t w = 0; w < SC_WAYS; w++) {
+		uint64_t e = atomic_load_explicit(&b->e[w], memory_order_relaxed);
+		if (!e || (uint32_t)(e >> 32) != tag)
+			continue;
+		uint32_t s = (uint32_t)e - 1;
+		if (s >= c->slots)
+			continue;
+		struct sc_slot *sl = &c->slot[s];
+		if ((sl->flags & SC_SLOT_USED) && memcmp(sl->digest, k->digest, 32) == 0)
+			return s;
+	}
+	return SC_NIL;
+}
+
+/* Lower is a better victim. */
+static int entry_worth(semcache *c, uint64_t e, int64_t now)
+{
+	uint32_t s = (uint32_t)e - 1;
+	if (s >= c->slots)
+		return 0;
+	struct sc_slot *sl = &c->slot[s];
+	if (!(sl->flags & SC_SLOT_USED) || sc_slot_dead(sl, now))
+		return 0;
+	if (!atomic_load_explicit(&sl->ref, memory_order_relaxed))
+		return 1;
+	return 2;
+}
+
+int sc_index_insert(semcache *c, const sc_hkey *k, uint32_t slot)
+{
+	uint32_t bi = sc_index_bucket(c, k->h);
+	struct sc_bucket *b = &c->index[bi];
+	uint32_t victim = 0;
+	int best = 3;
+	int64_t now = sc_now(c);
+
+	for (uint32_t w = 0; w < SC_WAYS; w++) {
+		uint64_t e = atomic_load_explicit(&b->e[w], memory_order_relaxed);
+		if (!e) {
+			victim = w;
+			best = -1;
+			break;
+		}
+		int worth = entry_worth(c, e, now);
+		if (worth < best) {
+			best = worth;
+			victim = w;
+		}
+	}
+	if (best >= 0) {
+		/* Bucket full: the least useful entry goes, with its slot. */
+		uint64_t e = atomic_load_explicit(&b->e[victim], memory_order_relaxed);
+		uint32_t s = (uint32_t)e - 1;
+		atomic_store_explicit(&b->e[victim], 0, memory_order_release);
+		if (s < c->slots && s != slot && (c->slot[s].flags & SC_SLOT_USED)) {
+			if (c->me) {
+				if (best == 0)
+					atomic_fetch_add_explicit(&c->me->c.expirations, 1, memory_order_relaxed);
+				else
+					atomic_fetch_add_explicit(&c->me->c.evictions, 1, memory_order_relaxed);
+			}
+			sc_slot_clear(c, s);
+		}
+	}
+	c->slot[slot].bucket = bi;
+	/* Publish: the slot (sealed with a release store of its sequence) is
+	 * complete before a reader can reach it through this entry. */
+	atomic_store_explicit(&b->e[victim], entry_make(k->h, slot), memory_order_release);
+	return 0;
+}
+
+void sc_index_remove(semcache *c, uint32_t slot)
+{
+	uint32_t bi = c->slot[slot].bucket;
+	if (bi >= c->buckets)
+		return;
+	struct sc_bucket *b = &c->index[bi];
+	for (uint32_t w = 0; w < SC_WAYS; w++) {
+		uint64_t e = atomic_load_explicit(&b->e[w], memory_order_relaxed);
+		if (e && (uint32_t)e - 1 == slot)
+			atomic_store_explicit(&b->e[w], 0, memory_order_release);
+	}
+}

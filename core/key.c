@@ -1,0 +1,195 @@
+/*
+ * key.c - key digests, keyed hashes and payload checksums.
+ *
+ * A key digest is SHA-256 over a length-prefixed encoding of (namespace,
+ * key string), so no two (ns, key) pairs share an encoding and different
+ * namespaces can never produce the same key.  Bucket choice and scope tags
+ * use SipHash-2-4 keyed with the segment's random secret, so nobody who
+ * does not hold the segment can aim requests at one bucket (hash flooding).
+ * The payload checksum is a fast non-cryptographic hash: it catches torn
+ * and corrupted payloads, it is no defence against an adversary (the
+ * segment is writable by every attached process anyway).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "internal.h"
+
+/* ------------------------------------------------------------------------
+ * SHA-256 through libcrypto.  EVP_sha256() would implicitly fetch the
+ * algorithm on every init; fetch it once and keep one context per thread.
+ * ---------------------------------------------------------------------- */
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static EVP_MD *md_sha256;
+static pthread_key_t md_ctx_key;
+static _Thread_local EVP_MD_CTX *md_ctx;
+
+static void md_ctx_free(void *p) { EVP_MD_CTX_free(p); }
+
+static void md_init(void)
+{
+	md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	(void)pthread_key_create(&md_ctx_key, md_ctx_free);
+}
+
+static void put_len(EVP_MD_CTX *ctx, size_t n)
+{
+	uint8_t b[8];
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(n >> (8 * i));
+	EVP_DigestUpdate(ctx, b, sizeof b);
+}
+
+int sc_key_digest(const char *ns, const char *key, uint8_t out[32])
+{
+	static const char domain[] = "semcache/key/1";
+	size_t ns_len = strlen(ns), key_len = strlen(key);
+	unsigned int olen = 0;
+
+	pthread_once(&md_once, md_init);
+	if (!md_sha256)
+		return -ENOSYS;
+	if (!md_ctx) {
+		md_ctx = EVP_MD_CTX_new();
+		if (!md_ctx)
+			return -ENOMEM;
+		(void)pthread_setspecific(md_ctx_key, md_ctx);
+	}
+	if (!EVP_DigestInit_ex2(md_ctx, md_sha256, NULL))
+		return -EIO;
+	EVP_DigestUpdate(md_ctx, domain, sizeof domain - 1);
+	put_len(md_ctx, ns_len);
+	EVP_DigestUpdate(md_ctx, ns, ns_len);
+	put_len(md_ctx, key_len);
+	EVP_DigestUpdate(md_ctx, key, key_len);
+	if (!EVP_DigestFinal_ex(md_ctx, out, &olen) || olen != 32)
+		return -EIO;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * SipHash-2-4 (Aumasson and Bernstein), written from the paper's
+ * description: 2 compression rounds per 8-byte word, 4 finalisation rounds.
+ * ---------------------------------------------------------------------- */
+static inline uint64_t rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
+
+#define SIPROUND(v0, v1, v2, v3)                                              \
+	do {                                                                  \
+		v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);     \
+		v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                        \
+		v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                        \
+		v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);     \
+	} while (0)
+
+static inline uint64_t load_le64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v; /* little-endian hosts only, as layout.h states */
+}
+
+uint64_t sc_siphash(const uint64_t k[2], const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	uint64_t v0 = UINT64_C(0x736f6d6570736575) ^ k[0];
+	uint64_t v1 = UINT64_C(0x646f72616e646f6d) ^ k[1];
+	uint64_t v2 = UINT64_C(0x6c7967656e657261) ^ k[0];
+	uint64_t v3 = UINT64_C(0x7465646279746573) ^ k[1];
+	size_t words = len / 8;
+
+	for (size_t i = 0; i < words; i++, p += 8) {
+		uint64_t m = load_le64(p);
+		v3 ^= m;
+		SIPROUND(v0, v1, v2, v3);
+		SIPROUND(v0, v1, v2, v3);
+		v0 ^= m;
+	}
+	uint64_t last = (uint64_t)(len & 0xff) << 56;
+	for (size_t i = 0; i < (len & 7); i++)
+		last |= (uint64_t)p[i] << (8 * i);
+	v3 ^= last;
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	v0 ^= last;
+	v2 ^= 0xff;
+	for (int i = 0; i < 4; i++)
+		SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t sc_ns_hash(const semcache *c, const char *ns, size_t ns_len)
+{
+	uint64_t k[2] = { c->secret[0] ^ UINT64_C(0x6e73), c->secret[1] };
+	return sc_siphash(k, ns, ns_len);
+}
+
+/*
+ * Scope tag: hash of (ns, scope) with the namespace length-prefixed, so the
+ * namespace always takes part and ("a", "bc") differs from ("ab", "c").
+ * 0 is reserved for "no row", so a zero hash is mapped to 1.
+ */
+uint64_t sc_scope_tag(const semcache *c, const char *ns, size_t ns_len,
+                      const char *scope, size_t scope_len)
+{
+	uint64_t k[2] = { c->secret[0] ^ UINT64_C(0x73636f7065), c->secret[1] };
+	uint64_t h = sc_siphash(k, &ns_len, sizeof ns_len);
+	uint64_t k2[2] = { k[0] ^ h, k[1] };
+	h = sc_siphash(k2, ns, ns_len);
+	uint64_t k3[2] = { k[0] ^ h, k[1] + 1 };
+	h = sc_siphash(k3, scope, scope_len);
+	return h ? h : 1;
+}
+
+/*
+ * Payload checksum: four independent multiply-xorshift lanes over 32-byte
+ * strides, so a 1 KB payload costs about as many cycles as it has words
+ * divided by the lanes, not a serial multiply chain.
+ */
+uint32_t sc_checksum(const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	const uint64_t m = UINT64_C(0x9e3779b97f4a7c15);
+	uint64_t a = len, b = ~(uint64_t)len, cc = UINT64_C(0x243f6a8885a308d3), d = 0;
+	size_t i = 0;
+
+	for (; i + 32 <= len; i += 32) {
+		a = (a ^ load_le64(p + i)) * m; a ^= a >> 29;
+		b = (b ^ load_le64(p + i + 8)) * m; b ^= b >> 29;
+		cc = (cc ^ load_le64(p + i + 16)) * m; cc ^= cc >> 29;
+		d = (d ^ load_le64(p + i + 24)) * m; d ^= d >> 29;
+	}
+	for (; i + 8 <= len; i += 8) {
+		a = (a ^ load_le64(p + i)) * m;
+		a ^= a >> 29;
+	}
+	uint64_t t = 0;
+	for (size_t j = 0; i + j < len; j++)
+		t |= (uint64_t)p[i + j] << (8 * j);
+	b = (b ^ t) * m;
+	uint64_t h = a ^ rotl(b, 17) ^ rotl(cc, 31) ^ rotl(d, 47);
+	h *= m;
+	h ^= h >> 32;
+	return (uint32_t)h;
+}
+
+int sc_random_bytes(void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = getrandom(p, len, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

@@ -1,0 +1,349 @@
+/*
+ * semcache.h - the one public header of semcache.
+ *
+ * semcache caches LLM responses in one shared-memory segment that many
+ * worker processes attach at once.  A lookup is exact (same namespace and
+ * key string) or semantic (the most similar stored query embedding of the
+ * caller's scope, by cosine similarity).  Readers never take a lock and never
+ * wait; writers serialise among themselves; a process killed at any
+ * instruction harms nobody (see ../shared/DESIGN.md and shm/layout.h).
+ *
+ * Conventions
+ *  - Every call returns 0 on success or a negative error code: a negative
+ *    errno (-EINVAL, -ENOMEM, ...) or one of the SEMCACHE_E* codes below,
+ *    which live in a reserved range.  semcache_strerror() names any code.
+ *  - No call aborts on bad input.  Pointers documented as "may be NULL" may
+ *    be; any other NULL pointer argument yields -EINVAL.
+ *  - Strings are NUL-terminated UTF-8 (not checked: bytes are stored as
+ *    given).  A namespace or key may be empty, never NULL.
+ *  - Times are wall-clock milliseconds since the Unix epoch, so hosts that
+ *    share entries through the second tier agree on expiry.
+ *  - Thread safety: one handle may be used by many threads of a process at
+ *    once, except semcache_close(), which must be the last call on it.
+ *  - fork(): a handle opened before fork() keeps working in the child; the
+ *    child gets its own process record automatically.
+ */
+#ifndef SEMCACHE_H
+#define SEMCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && defined(SEMCACHE_BUILDING)
+#define SEMCACHE_API __attribute__((visibility("default")))
+#else
+#define SEMCACHE_API
+#endif
+
+#define SEMCACHE_VERSION_MAJOR 0
+#define SEMCACHE_VERSION_MINOR 1
+#define SEMCACHE_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------
+ * Error codes.  semcache's own codes occupy [-30099, -30000]; every other
+ * negative value is a negated errno.
+ * ---------------------------------------------------------------------- */
+#define SEMCACHE_ERRBASE      (-30000)
+#define SEMCACHE_ENOTFOUND    (-30000) /* no matching entry (a miss) */
+#define SEMCACHE_ENOTSEMCACHE (-30001) /* file is not a semcache segment */
+#define SEMCACHE_ETRUNCATED   (-30002) /* file shorter than its header needs */
+#define SEMCACHE_EVERSION     (-30003) /* segment has another layout version */
+#define SEMCACHE_ESIGNATURE   (-30004) /* segment built with another struct layout */
+#define SEMCACHE_EGEOMETRY    (-30005) /* options contradict the stored geometry */
+#define SEMCACHE_ECORRUPT     (-30006) /* segment fails validation or a consistency check */
+#define SEMCACHE_EBADRECORD   (-30007) /* malformed or oversized response record */
+#define SEMCACHE_EPROCFULL    (-30008) /* every process record is taken by a live process */
+#define SEMCACHE_EDIM         (-30009) /* embedding dimension differs from the segment's */
+#define SEMCACHE_EEMBEDDING   (-30010) /* embedding has NaN/Inf or zero norm */
+#define SEMCACHE_ENOSEMANTIC  (-30011) /* segment was created without embeddings (dim 0) */
+#define SEMCACHE_EFULL        (-30012) /* no room: remaining space is held by readers */
+#define SEMCACHE_EBUSY        (-30013) /* retried too often against concurrent writers */
+#define SEMCACHE_ELAST        (-30013)
+
+/* Name any return code: never NULL, static storage. */
+SEMCACHE_API const char *semcache_strerror(int err);
+
+/* ------------------------------------------------------------------------
+ * Opening a segment
+ * ---------------------------------------------------------------------- */
+typedef struct semcache semcache; /* opaque */
+
+#define SEMCACHE_DEFAULT_PATH "/dev/shm/semcache"
+
+/* flags for semcache_options.flags */
+#define SEMCACHE_OPEN_NOCREATE 0x01u /* fail with -ENOENT if the segment is absent */
+#define SEMCACHE_OPEN_EXCL     0x02u /* fail with -EEXIST if the segment exists */
+#define SEMCACHE_OPEN_GROUP    0x04u /* create with mode 0660 instead of 0600 */
+#define SEMCACHE_QUANT_INT8    0x10u /* keep an int8 copy of rows for a two-stage scan */
+#define SEMCACHE_QUANT_BITS    0x20u /* keep a sign-bit copy of rows for a two-stage scan */
+
+/*
+ * Options for semcache_open().  Initialise with semcache_options_init(),
+ * then change what you need.  Geometry fields (slots .. max_payload) and
+ * configuration defaults (ttls, threshold, quantisation) are used when the
+ * segment is created; when attaching, a geometry field left at 0 takes the
+ * segment's value and a non-zero one must equal it (else SEMCACHE_EGEOMETRY).
+ */
+typedef struct semcache_options {
+	uint32_t slots;          /* entry capacity, 16 .. 2^26; default 65536 */
+	uint32_t dim;            /* embedding dimension 1..4096, or 0 for none; default 384 */
+	uint64_t arena_bytes;    /* payload arena; default 64 MiB */
+	uint32_t block_size;     /* payload block, power of two 64..65536; default 256 */
+	uint32_t max_procs;      /* process records, 1..4096; default 256 */
+	uint32_t max_payload;    /* largest encoded record in bytes; default 1 MiB */
+	uint32_t flags;          /* SEMCACHE_OPEN_*, SEMCACHE_QUANT_* */
+	int64_t exact_ttl_ms;    /* default exact TTL; default 3600 s */
+	int64_t semantic_ttl_ms; /* default semantic TTL; default 86400 s */
+	float threshold;         /* default similarity threshold; default 0.92 */
+	/* Wall clock in ms, process-local; NULL = CLOCK_REALTIME.  Tests inject one. */
+	int64_t (*clock_ms)(void *arg);
+	void *clock_arg;
+} semcache_options;
+
+/* Fill *o with the defaults above.  Never fails. */
+SEMCACHE_API void semcache_options_init(semcache_options *o);
+
+/*
+ * Open (creating if absent) the segment at path (NULL = SEMCACHE_DEFAULT_PATH).
+ * Creation happens under an exclusive flock, so processes racing to create
+ * get one segment.  opts may be NULL (defaults).  On success *out is a
+ * handle for semcache_close().  Errors: -errno from the file system,
+ * SEMCACHE_ENOTSEMCACHE, SEMCACHE_ETRUNCATED, SEMCACHE_EVERSION,
+ * SEMCACHE_ESIGNATURE, SEMCACHE_EGEOMETRY, SEMCACHE_ECORRUPT,
+ * SEMCACHE_EPROCFULL, -EINVAL (bad options).
+ */
+SEMCACHE_API int semcache_open(const char *path, const semcache_options *opts,
+                               semcache **out);
+
+/* Detach and free the handle.  c may be NULL.  Returns 0. */
+SEMCACHE_API int semcache_close(semcache *c);
+
+/*
+ * Remove the segment file at path (NULL = default).  Refuses with -EBUSY
+ * while any process has it open, unless force is non-zero.
+ */
+SEMCACHE_API int semcache_destroy(const char *path, int force);
+
+/* ------------------------------------------------------------------------
+ * Response records
+ * ---------------------------------------------------------------------- */
+typedef struct semcache_tool_call {
+	const char *id;
+	const char *name;
+	const char *arguments; /* usually JSON text */
+} semcache_tool_call;
+
+/*
+ * One cached LLM response.  On input (semcache_put) NULL strings are stored
+ * as absent; content and model may not be NULL.  On output every string the
+ * record had is non-NULL; reasoning and metadata are NULL when absent.
+ */
+typedef struct semcache_response {
+	const char *content;
+	const char *model;
+	uint32_t prompt_tokens;
+	uint32_t completion_tokens;
+	const semcache_tool_call *tool_calls;
+	uint32_t n_tool_calls;    /* at most 1024 */
+	uint32_t latency_ms;
+	const char *finish_reason;
+	const char *reasoning;    /* optional reasoning content */
+	const char *metadata;     /* optional caller metadata (opaque text) */
+} semcache_response;
+
+/* Free a response returned by get/search (one allocation).  r may be NULL. */
+SEMCACHE_API void semcache_response_free(semcache_response *r);
+
+/* ------------------------------------------------------------------------
+ * Writing
+ * ---------------------------------------------------------------------- */
+typedef struct semcache_put_args {
+	const char *ns;        /* namespace: tenant, user, ACL hash; never NULL */
+	const char *key;       /* key string within ns; never NULL */
+	const char *scope;     /* what may answer each other semantically within ns
+	                        * (model + answer-changing params); NULL = "" */
+	const semcache_response *response;
+	const float *embedding; /* embedding_dim floats (any non-zero norm), or
+	                         * NULL: when replacing, keep the old embedding;
+	                         * when inserting, the entry has none */
+	uint32_t embedding_dim; /* must equal the segment's dim (SEMCACHE_EDIM) */
+	int64_t exact_ttl_ms;    /* 0 = segment default, > 0 = this entry's TTL */
+	int64_t semantic_ttl_ms; /* 0 = segment default, > 0 = this entry's TTL */
+} semcache_put_args;
+
+/*
+ * Insert or replace the entry (ns, key).  Evicts by CLOCK (expired entries
+ * first) when slots or arena run out.  Errors: -EINVAL, -E2BIG (encoded
+ * record larger than max_payload: nothing changes), SEMCACHE_EDIM,
+ * SEMCACHE_EEMBEDDING, SEMCACHE_ENOSEMANTIC, SEMCACHE_EFULL.
+ */
+SEMCACHE_API int semcache_put(semcache *c, const semcache_put_args *a);
+
+/* ------------------------------------------------------------------------
+ * Reading
+ * ---------------------------------------------------------------------- */
+#define SEMCACHE_GET_TOUCH 0x01u /* a hit restarts the entry's TTLs (takes the writer lock) */
+
+/*
+ * Exact lookup of (ns, key).  On a hit *out gets a response to free with
+ * semcache_response_free().  An entry past its exact TTL is a miss.
+ * Errors: SEMCACHE_ENOTFOUND (miss), -EINVAL, -ENOMEM.
+ */
+SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
+                              unsigned flags, semcache_response **out);
+
+/*
+ * Semantic lookup: the best entry of (ns, scope) whose cosine similarity to
+ * query (dim floats, dim equal to the segment's, any non-zero norm) is >= threshold (in [-1, 1]; 0 is a
+ * real threshold) and whose semantic TTL has not passed.  similarity may be
+ * NULL.  Errors: SEMCACHE_ENOTFOUND, SEMCACHE_EDIM, SEMCACHE_EEMBEDDING,
+ * SEMCACHE_ENOSEMANTIC, -EINVAL (threshold out of range).
+ */
+SEMCACHE_API int semcache_search(semcache *c, const char *ns, const char *scope,
+                                 const float *query, uint32_t dim, float threshold,
+                                 semcache_response **out, float *similarity);
+
+typedef struct semcache_match {
+	semcache_response *response; /* free with semcache_response_free() */
+	float similarity;
+} semcache_match;
+
+/*
+ * Top-k form of semcache_search(): up to k (1..64) matches, best first, in
+ * matches[0 .. *n).  Returns 0 with *n == 0 when nothing passes threshold.
+ */
+SEMCACHE_API int semcache_search_topk(semcache *c, const char *ns, const char *scope,
+                                      const float *query, uint32_t dim, float threshold,
+                                      semcache_match *matches, size_t k, size_t *n);
+
+/* ------------------------------------------------------------------------
+ * Invalidation
+ * ---------------------------------------------------------------------- */
+/*
+ * Remove entries.  ns NULL = every namespace; prefix NULL or "" = every key.
+ * So (NULL, NULL) removes all, (ns, NULL) one namespace, (ns, "p") keys
+ * starting with "p" in ns, (NULL, "p") such keys in every namespace.
+ * *count (may be NULL) gets how many entries went.
+ */
+SEMCACHE_API int semcache_invalidate(semcache *c, const char *ns, const char *prefix,
+                                     uint64_t *count);
+
+/* ------------------------------------------------------------------------
+ * Statistics and inspection
+ * ---------------------------------------------------------------------- */
+typedef struct semcache_counters {
+	uint64_t hits, misses;          /* exact */
+	uint64_t sem_hits, sem_misses;  /* semantic */
+	uint64_t puts, evictions, expirations, invalidations;
+	float sem_miss_best;            /* best similarity seen on a semantic miss, or -2 */
+} semcache_counters;
+
+typedef struct semcache_stats {
+	/* geometry and configuration */
+	uint32_t slots, dim, block_size, max_procs, max_payload, quant;
+	uint64_t arena_bytes, segment_bytes;
+	int64_t exact_ttl_ms, semantic_ttl_ms;
+	float threshold;
+	uint64_t created_ms;
+	/* state */
+	uint64_t entries;
+	uint64_t blocks_total, blocks_free, blocks_used, blocks_limbo;
+	uint64_t bytes_used, bytes_free; /* arena bytes */
+	uint32_t procs_attached;
+	uint64_t grace_period;
+	/* counters summed over every process, including departed ones */
+	semcache_counters total;
+} semcache_stats;
+
+/* Geometry, occupancy and summed counters of the segment.  Lock-free; the
+ * figures are each exact but not one snapshot while writers run. */
+SEMCACHE_API int semcache_stat(semcache *c, semcache_stats *st);
+
+typedef struct semcache_proc_info {
+	uint32_t index;
+	int32_t pid;
+	uint64_t start_time;  /* process start, clock ticks since boot */
+	int alive;            /* 1 if the process still exists */
+	int in_read_section;  /* 1 if it holds a zero-copy reference now */
+	semcache_counters counters;
+} semcache_proc_info;
+
+/* Attached process records into info[0 .. *n), at most cap of them. */
+SEMCACHE_API int semcache_procs(semcache *c, semcache_proc_info *info, size_t cap,
+                                size_t *n);
+
+typedef struct semcache_entry_info {
+	const char *ns, *key, *scope; /* valid during the callback only */
+	int64_t created_ms, exact_expiry_ms, semantic_expiry_ms;
+	uint32_t hits;
+	uint32_t size;        /* encoded record bytes */
+	int has_embedding;
+	uint32_t slot;
+} semcache_entry_info;
+
+/*
+ * Call fn for every live entry (ns NULL = all, prefix NULL = all keys),
+ * a consistent copy of each.  fn returns 0 to go on, non-zero to stop (that
+ * value is returned).  Never blocks writers for long: entries changing under
+ * the walk are skipped or seen once.
+ */
+SEMCACHE_API int semcache_foreach(semcache *c, const char *ns, const char *prefix,
+                                  int (*fn)(const semcache_entry_info *e, void *arg),
+                                  void *arg);
+
+/*
+ * Full consistency check (index, slots, arena accounting, process table),
+ * taken under the writer lock.  0 when consistent; SEMCACHE_ECORRUPT with a
+ * description in report (may be NULL) otherwise.
+ */
+SEMCACHE_API int semcache_verify(semcache *c, char *report, size_t report_len);
+
+/* ------------------------------------------------------------------------
+ * Request layer: keys and scopes from an LLM request
+ * ---------------------------------------------------------------------- */
+typedef struct semcache_message {
+	const char *role;    /* "system", "user", "assistant", "tool" */
+	const char *content;
+} semcache_message;
+
+typedef struct semcache_request {
+	const char *model;                 /* never NULL */
+	const semcache_message *messages;  /* n_messages of them, 1..65536 */
+	size_t n_messages;
+	double temperature;                /* NAN = not given */
+	int32_t max_tokens;                /* < 0 = not given */
+	const char *tools;                 /* tool definitions (JSON text) or NULL */
+	const char *tool_choice;           /* or NULL */
+} semcache_request;
+
+#define SEMCACHE_KEY_LEN   (64 + 2 + 128) /* room for "<model>:<64 hex>" + NUL */
+#define SEMCACHE_SCOPE_LEN 256
+
+/*
+ * Build the exact-match key and the semantic scope of a request.
+ *  key   = "<model>:" + hex SHA-256 of a canonical, length-prefixed encoding
+ *          of model, every message (role and content), temperature,
+ *          max_tokens, tools and tool_choice.  Requests differing in any of
+ *          them get different keys; the model prefix lets
+ *          semcache_invalidate(ns, "<model>:") drop one model's entries.
+ *  scope = what may answer each other semantically: model, a hash of tools
+ *          and tool_choice, and a temperature bucket (0, <=0.5, <=1, >1,
+ *          unset), so an answer from another model or tool set never comes
+ *          back for a paraphrase.
+ * The namespace is not part of either: pass it to put/get/search, which
+ * mix it into the digest and the scope tag.
+ * Errors: -EINVAL (NULL fields, model longer than 127 bytes, bad counts),
+ * -ENAMETOOLONG (scope_len too small).
+ */
+SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCACHE_KEY_LEN],
+                                      char *scope, size_t scope_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SEMCACHE_H */

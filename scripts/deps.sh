@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# deps.sh - install the Debian 12 packages semcache needs to build, test and
+# run its demo, skipping what is already there.  Run as root (or via sudo).
+set -euo pipefail
+
+PKGS=(gcc g++ meson ninja-build pkg-config python3
+      libmsgpack-dev libssl-dev libjemalloc-dev libcriterion-dev libjansson-dev
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "deps.sh: missing packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "deps.sh: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# test.sh - the README's test command: install what is missing, build with
+# warnings as errors, run every suite (unit, stress with kill -9, tool), then
+# build again with AddressSanitizer + UndefinedBehaviorSanitizer and run them
+# all again.  Ends with one line "N passed, M failed".
+#   SEMCACHE_TORTURE_SECONDS  length of the kill -9 torture test (default 20)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/deps.sh
+
+export SEMCACHE_TORTURE_SECONDS=${SEMCACHE_TORTURE_SECONDS:-20}
+passed=0
+failed=0
+
+run_suite() { # build-dir, meson setup args...
+	local dir=$1
+	shift
+	if [[ ! -f $dir/build.ninja ]]; then
+		meson setup "$dir" "$@" >/dev/null
+	else
+		meson configure "$dir" "$@" >/dev/null
+	fi
+	ninja -C "$dir" >/dev/null
+	local rc=0
+	meson test -C "$dir" --print-errorlogs --num-processes 1 || rc=$?
+	# count from meson's machine-readable log
+	read -r p f < <(python3 - "$dir/meson-logs/testlog.json" <<'PY'
+import json, sys
+p = f = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("result") in ("OK", "EXPECTEDFAIL", "SKIP"):
+        p += 1
+    else:
+        f += 1
+print(p, f)
+PY
+)
+	passed=$((passed + p))
+	failed=$((failed + f))
+	return $rc
+}
+
+status=0
+echo "== build and test (warnings as errors)"
+run_suite build -Dwerror=true -Dbuildtype=debugoptimized || status=1
+echo "== build and test under ASan + UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug || status=1
+
+echo "$passed passed, $failed failed"
+exit $status

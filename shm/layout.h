@@ -1,0 +1,235 @@
+/*
+ * layout.h - the shared segment, byte by byte.
+ *
+ * One file, mapped MAP_SHARED by every attached process, at possibly
+ * different addresses: it holds offsets and indices, never pointers.
+ * Every region starts on a 64-byte boundary.
+ *
+ *   offset            region
+ *   0                 header (SC_HDR_SIZE bytes)
+ *     0     ..  255     immutable part, written once at creation, covered by
+ *                       geom_sum (a keyed hash), so a flipped geometry byte
+ *                       is refused on attach rather than trusted
+ *     256   ..  319     writer mutex (process-shared, robust)
+ *     320   ..  447     writer state (free list, CLOCK hand, limbo lists)
+ *     448   ..  511     grace-period counter, alone on its line
+ *     512   ..  639     counters of departed processes
+ *     640   ..  4095    reserved (second tier state goes here)
+ *   off_procs         process table: max_procs x struct sc_proc (128 B)
+ *   off_index         index: buckets x struct sc_bucket (64 B, 8 ways)
+ *   off_slots         slot table: slots x struct sc_slot (128 B)
+ *   off_hits          per-slot hit counters: slots x u32
+ *   off_meta          scan metadata: slots x struct sc_scanmeta (16 B)
+ *   off_matrix        embeddings: slots x row_stride float32 (row = 64 B multiple)
+ *   off_qmatrix       quantised rows (int8 or sign bits): slots x qstride bytes
+ *   off_qscale        int8 row scales: slots x float32
+ *   off_next          block chain links: nblocks x u32
+ *   off_arena         payload blocks: nblocks x block_size bytes
+ *   file_size         end
+ *
+ * Who writes what (the concurrency contract):
+ *  - Immutable header part: the creator, once, before it publishes `magic`
+ *    (release); attachers validate it under the flock, so nobody reads a
+ *    half-initialised header.
+ *  - Writer mutex: guards everything written by put, invalidate, eviction,
+ *    expiry reclaim and repair: writer state, index entries, slot fields,
+ *    scan metadata, rows, block links and block contents.  Exactly one
+ *    process mutates the structure at a time; that is what makes a writer
+ *    killed at any instruction repairable (see core/repair.c): the next
+ *    locker gets EOWNERDEAD and rebuilds the derived state from the slots.
+ *  - Readers take no lock.  They read slots under the slot's sequence word
+ *    (seqlock: odd = being written), copy what they need and re-check the
+ *    sequence; they bounds-check every index and offset, so a stale or
+ *    hostile value can only fail validation.  The only shared words readers
+ *    write are: the slot's CLOCK reference word (set only when clear), its
+ *    hit counter, and their own process record.
+ *  - Process records: the owning process writes its own reader word and
+ *    counters (relaxed atomics; threads of one process share the record);
+ *    claiming and releasing a record is a CAS on its owner word.
+ *  - Grace-period counter: advanced by the writer (seq_cst RMW) when it
+ *    rotates the limbo lists; read by zero-copy readers at entry.
+ *
+ * Assumptions stated outright: aligned 32- and 64-bit loads and stores are
+ * single-copy atomic (x86-64, AArch64); the float format is IEEE-754 binary32;
+ * the segment is used by processes of one architecture and ABI (the format
+ * signature encodes the struct sizes and offsets below).
+ */
+#ifndef SC_LAYOUT_H
+#define SC_LAYOUT_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SC_MAGIC          UINT64_C(0x3148434143534d53) /* "SMSCACH1" little-endian */
+#define SC_LAYOUT_VERSION 1u
+#define SC_HDR_SIZE       4096u
+#define SC_ALIGN          64u
+#define SC_NIL            UINT32_MAX /* end of a block chain / no block */
+#define SC_WAYS           8u
+
+#define SC_QUANT_NONE 0u
+#define SC_QUANT_INT8 1u
+#define SC_QUANT_BITS 2u
+
+/* Limits on geometry accepted at creation and on attach. */
+#define SC_MIN_SLOTS     16u
+#define SC_MAX_SLOTS     (1u << 26)
+#define SC_MAX_DIM       4096u
+#define SC_MAX_PROCS     4096u
+#define SC_MIN_BLOCK     64u
+#define SC_MAX_BLOCK     65536u
+#define SC_MAX_NBLOCKS   (1u << 30)
+
+/* Counters kept per process (and for departed processes in the header). */
+struct sc_counters {
+	_Atomic uint64_t hits, misses, sem_hits, sem_misses;
+	_Atomic uint64_t puts, evictions, expirations, invalidations;
+	_Atomic uint32_t sem_miss_best; /* float bits of the best miss similarity; 0 = none */
+	uint32_t pad_;
+};
+
+struct sc_header {
+	/* ---- immutable after creation (bytes 0..255) ---- */
+	_Atomic uint64_t magic;       /*   0: SC_MAGIC, stored last at creation */
+	uint32_t version;             /*   8: SC_LAYOUT_VERSION */
+	uint32_t hdr_size;            /*  12: SC_HDR_SIZE */
+	uint64_t signature;           /*  16: sc_layout_signature() */
+	uint8_t creation_id[16];      /*  24: random, distinguishes re-created segments */
+	int64_t created_ms;           /*  40 */
+	uint64_t file_size;           /*  48 */
+	uint32_t slots;               /*  56 */
+	uint32_t dim;                 /*  60: 0 = no embeddings */
+	uint32_t row_stride;          /*  64: floats per matrix row */
+	uint32_t buckets;             /*  68: power of two */
+	uint32_t block_size;          /*  72: power of two */
+	uint32_t nblocks;             /*  76 */
+	uint32_t max_procs;           /*  80 */
+	uint32_t max_payload;         /*  84 */
+	uint32_t quant;               /*  88: SC_QUANT_* */
+	uint32_t qstride;             /*  92: bytes per quantised row */
+	int64_t exact_ttl_ms;         /*  96 */
+	int64_t semantic_ttl_ms;      /* 104 */
+	float threshold;              /* 112 */
+	uint32_t flags;               /* 116: creation flags (SEMCACHE_OPEN_GROUP...) */
+	uint64_t secret[2];           /* 120: SipHash key for bucket choice and tags */
+	uint64_t off_procs;           /* 136 */
+	uint64_t off_index;           /* 144 */
+	uint64_t off_slots;           /* 152 */
+	uint64_t off_hits;            /* 160 */
+	uint64_t off_meta;            /* 168 */
+	uint64_t off_matrix;          /* 176 */
+	uint64_t off_qmatrix;         /* 184 */
+	uint64_t off_qscale;          /* 192 */
+	uint64_t off_next;            /* 200 */
+	uint64_t off_arena;           /* 208 */
+	uint64_t geom_sum;            /* 216: keyed hash of bytes 8..215 */
+	uint8_t reserved0[32];        /* 224 */
+
+	/* ---- writer mutex (256..319) ---- */
+	alignas(64) pthread_mutex_t wlock; /* 256: robust, process-shared */
+
+	/* ---- writer state (320..447): written only under wlock ---- */
+	alignas(64) _Atomic uint32_t free_head; /* 320: first free block or SC_NIL */
+	_Atomic uint32_t free_count;  /* 324 */
+	uint32_t clock_hand;          /* 328 */
+	_Atomic uint32_t entries;     /* 332: slots in use */
+	uint32_t lcur_head, lcur_tail;/* 336: limbo collecting retirements */
+	_Atomic uint32_t lcur_count;  /* 344 */
+	uint32_t lold_head, lold_tail;/* 348: limbo waiting for lold_epoch to pass */
+	_Atomic uint32_t lold_count;  /* 356 */
+	uint64_t lold_epoch;          /* 360 */
+	_Atomic uint32_t procs_hwm;   /* 368: records at or above this were never used */
+	_Atomic uint32_t repairs;     /* 372: repairs done after a writer died */
+	int32_t writer_pid;           /* 376: holder of wlock, for diagnostics */
+	uint32_t pad1_;               /* 380 */
+	uint8_t reserved1[64];        /* 384 */
+
+	/* ---- grace periods (448..511) ---- */
+	alignas(64) _Atomic uint64_t gp; /* 448: starts at 1; 48 bits used */
+
+	/* ---- departed processes' counters (512..639), under wlock ---- */
+	alignas(64) struct sc_counters departed;
+};
+
+/* Process record: the owner word is pid | (start_time & 0xffffffff) << 32,
+ * so a reused pid with another start time is a different owner. */
+struct sc_proc { /* 128 bytes, 64-aligned: no two processes share a line */
+	_Atomic uint64_t owner;     /* 0 = free */
+	/* zero-copy reader state: (epoch << 16) | refcount; 0 = quiescent */
+	_Atomic uint64_t reader;
+	uint64_t start_time;        /* clock ticks since boot, for display */
+	struct sc_counters c;       /* written by the owner only (relaxed) */
+	uint8_t pad0_[32];
+};
+
+/* Slot flags */
+#define SC_SLOT_USED  0x1u
+#define SC_SLOT_EMB   0x2u  /* row holds this entry's embedding */
+#define SC_SLOT_DIRTY 0x4u  /* not yet written to the second tier */
+
+struct sc_slot {
+	_Atomic uint32_t seq;       /*   0: even = stable, odd = being written */
+	uint32_t flags;             /*   4: SC_SLOT_* */
+	uint8_t digest[32];         /*   8: SHA-256 key digest */
+	uint64_t scope_tag;         /*  40 */
+	uint64_t ns_hash;           /*  48 */
+	int64_t created_ms;         /*  56 */
+	int64_t exact_exp_ms;       /*  64 */
+	int64_t sem_exp_ms;         /*  72 */
+	uint32_t head;              /*  80: first payload block */
+	uint32_t len;               /*  84: payload bytes */
+	uint32_t nblocks;           /*  88 */
+	uint32_t checksum;          /*  92: sc_checksum of the payload */
+	uint32_t bucket;            /*  96: index bucket of this slot's entry */
+	_Atomic uint32_t ref;       /* 100: CLOCK reference; readers set it when 0 */
+	uint8_t reserved[24];       /* 104 */
+};
+
+/* Index bucket: one cache line of entries (tag << 32) | (slot + 1); 0 = empty. */
+struct sc_bucket {
+	_Atomic uint64_t e[SC_WAYS];
+};
+
+_Static_assert(offsetof(struct sc_header, version) == 8, "layout");
+_Static_assert(offsetof(struct sc_header, geom_sum) == 216, "layout");
+_Static_assert(offsetof(struct sc_header, wlock) == 256, "layout");
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "layout");
+_Static_assert(offsetof(struct sc_header, free_head) == 320, "layout");
+_Static_assert(offsetof(struct sc_header, lold_epoch) == 360, "layout");
+_Static_assert(offsetof(struct sc_header, gp) == 448, "layout");
+_Static_assert(offsetof(struct sc_header, departed) == 512, "layout");
+_Static_assert(sizeof(struct sc_counters) == 72, "layout");
+_Static_assert(sizeof(struct sc_header) <= SC_HDR_SIZE, "layout");
+_Static_assert(sizeof(struct sc_proc) == 128, "layout");
+_Static_assert(sizeof(struct sc_slot) == 128, "layout");
+_Static_assert(offsetof(struct sc_slot, head) == 80, "layout");
+_Static_assert(offsetof(struct sc_slot, ref) == 100, "layout");
+_Static_assert(sizeof(struct sc_bucket) == 64, "layout");
+_Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "layout");
+
+/*
+ * The format signature: sizes and offsets that two builds must agree on to
+ * share a segment.  A build whose structs differ gets SEMCACHE_ESIGNATURE
+ * on attach instead of reading fields at the wrong place.
+ */
+static inline uint64_t sc_layout_signature(void)
+{
+	uint64_t v[] = {
+		sizeof(struct sc_header), offsetof(struct sc_header, wlock),
+		offsetof(struct sc_header, gp), sizeof(pthread_mutex_t),
+		sizeof(struct sc_proc), sizeof(struct sc_slot), sizeof(struct sc_bucket),
+		offsetof(struct sc_slot, head), sizeof(struct sc_counters), SC_WAYS,
+		16 /* sizeof(struct sc_scanmeta) */,
+	};
+	uint64_t h = UINT64_C(1469598103934665603);
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+		h ^= v[i];
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * proc.c - the process table and grace periods across processes.
+ *
+ * liburcu tracks readers per process and cannot see other processes, so the
+ * segment carries its own grace periods in the same style.  Each attached
+ * process owns one record; its reader word is 0 when the process holds no
+ * zero-copy reference, else (epoch << 16) | count, where epoch is the
+ * grace-period counter it read when its first reference was taken.  A
+ * writer that retired blocks at epoch E may reuse them once every live
+ * record is quiescent or shows an epoch > E.  The Dekker-style pairing that
+ * makes this sound:
+ *
+ *   reader: CAS record (seq_cst) ; fence ; read slot -> blocks
+ *   writer: unlink blocks from slot ; gp++ (seq_cst) ; read records
+ *
+ * Either the writer sees the reader's record, or the reader sees the
+ * unlinked slot (and so never reaches the retired blocks).
+ *
+ * Process identity is pid plus start time (from /proc/PID/stat), so a
+ * recycled pid never keeps a dead process's record alive.  A record whose
+ * owner is gone is released by whoever notices (a writer whose grace period
+ * it blocks, an opener looking for a free record, verify), and its counters
+ * are folded into the header's "departed" counters under the writer lock.
+ *
+ * Copying readers (semcache_get, search) do not enter read-side sections at
+ * all: they validate what they copied with the slot's sequence word, which
+ * changes before any block of the slot is retired, so a copy of a reused
+ * block is always detected and discarded.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../core/internal.h"
+
+#define READER_COUNT_MASK UINT64_C(0xffff)
+
+/* Field 22 of /proc/PID/stat, after the parenthesised command name (which
+ * may itself contain spaces and parentheses: parse from the last ')'). */
+uint64_t sc_proc_start_time(int32_t pid)
+{
+	char path[64], buf[1024];
+	uint64_t st = 0;
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	p++;
+	/* after ')': field 3 (state) is the first; we want field 22 */
+	int field = 2;
+	char state = 0;
+	for (char *q = p; *q && field < 22; q++) {
+		if (*q == ' ') {
+			field++;
+			if (field == 3)
+				state = q[1];
+			if (field == 22)
+				st = strtoull(q + 1, NULL, 10);
+		}
+	}
+	if (state == 'Z' || state == 'X')
+		return 0; /* a zombie is dead for our purposes */
+	return st;
+}
+
+static uint64_t owner_word(int32_t pid, uint64_t start)
+{
+	return (uint32_t)pid | ((start & 0xffffffffu) << 32);
+}
+
+/* 1 alive, 0 dead.  When in doubt (no /proc), alive: never release a
+ * record of a process that might still read. */
+int sc_proc_alive(int32_t pid, uint64_t start_time)
+{
+	if (pid <= 0)
+		return 0;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return 0;
+	uint64_t now = sc_proc_start_time(pid);
+	if (now == 0) {
+		/* gone between the two checks, zombie, or /proc unavailable */
+		if (access("/proc/self/stat", R_OK) != 0)
+			return 1;
+		return 0;
+	}
+	return (now & 0xffffffffu) == (start_time & 0xffffffffu);
+}
+
+static int owner_alive(uint64_t owner)
+{
+	return sc_proc_alive((int32_t)(owner & 0xffffffffu), owner >> 32);
+}
+
+void sc_counters_add(struct sc_counters *to, struct sc_counters *from)
+{
+#define ADD(f) atomic_fetch_add_explicit(&to->f, \
+		atomic_load_explicit(&from->f, memory_order_relaxed), memory_order_relaxed)
+	ADD(hits); ADD(misses); ADD(sem_hits); ADD(sem_misses);
+	ADD(puts); ADD(evictions); ADD(expirations); ADD(invalidations);
+#undef ADD
+	uint32_t fb = atomic_load_explicit(&from->sem_miss_best, memory_order_relaxed);
+	if (fb) {
+		float f;
+		memcpy(&f, &fb, 4);
+		sc_count_best_miss(to, f);
+	}
+}
+
+/* Record the best similarity seen on a miss: float bits of values in
+ * [-1, 1] are stored offset so that 0 means "none". */
+void sc_count_best_miss(struct sc_counters *c, float sim)
+{
+	uint32_t cur = atomic_load_explicit(&c->sem_miss_best, memory_order_relaxed);
+	for (;;) {
+		if (cur) {
+			float f;
+			memcpy(&f, &cur, 4);
+			if (f >= sim)
+				return;
+		}
+		uint32_t nb;
+		memcpy(&nb, &sim, 4);
+		if (nb == 0)
+			nb = 0x80000000u; /* -0.0f: same value, non-zero bits */
+		if (atomic_compare_exchange_weak_explicit(&c->sem_miss_best, &cur, nb,
+		                                          memory_order_relaxed, memory_order_relaxed))
+			return;
+	}
+}
+
+/* Release a dead owner's record: fold its counters into "departed" and free
+ * it.  Under wlock, so the fold happens once. */
+static void release_record(semcache *c, struct sc_proc *p, uint64_t owner)
+{
+	sc_counters_add(&c->hdr->departed, &p->c);
+	memset(&p->c, 0, sizeof p->c);
+	atomic_store_explicit(&p->reader, 0, memory_order_relaxed);
+	/* Only the exact dead owner is replaced: if someone else already
+	 * reclaimed and reused the record, leave it alone. */
+	atomic_compare_exchange_strong_explicit(&p->owner, &owner, 0,
+	                                        memory_order_release, memory_order_relaxed);
+}
+
+uint32_t sc_procs_reap(semcache *c)
+{
+	uint32_t n = 0, hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_acquire);
+	if (hwm > c->max_procs)
+		hwm = c->max_procs;
+	for (uint32_t i = 0; i < hwm; i++) {
+		struct sc_proc *p = &c->procs[i];
+		uint64_t o = atomic_load_explicit(&p->owner, memory_order_acquire);
+		if (o && !owner_alive(o)) {
+			release_record(c, p, o);
+			n++;
+		}
+	}
+	return n;
+}
+
+int sc_proc_attach(semcache *c)
+{
+	uint64_t start = sc_proc_start_time(c->pid);
+	uint64_t mine = owner_word(c->pid, start);
+	int reaped = 0;
+
+	for (;;) {
+		for (uint32_t i = 0; i < c->max_procs; i++) {
+			struct sc_proc *p = &c->procs[i];
+			uint64_t expect = 0;
+			if (atomic_load_explicit(&p->owner, memory_order_relaxed) != 0)
+				continue;
+			if (!atomic_compare_exchange_strong_explicit(&p->owner, &expect, mine,
+			                                             memory_order_acq_rel,
+			                                             memory_order_relaxed))
+				continue;
+			p->start_time = start;
+			atomic_store_explicit(&p->reader, 0, memory_order_relaxed);
+			memset(&p->c, 0, sizeof p->c);
+			uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_relaxed);
+			while (hwm < i + 1 &&
+			       !atomic_compare_exchange_weak_explicit(&c->hdr->procs_hwm, &hwm, i + 1,
+			                                              memory_order_release,
+			                                              memory_order_relaxed))
+				;
+			c->proc_idx = i;
+			c->me = p;
+			return 0;
+		}
+		if (reaped)
+			return SEMCACHE_EPROCFULL;
+		/* Full: release records of dead processes and try once more. */
+		int rc = sc_wlock(c);
+		if (rc < 0)
+			return rc;
+		sc_procs_reap(c);
+		sc_wunlock(c);
+		reaped = 1;
+	}
+}
+
+void sc_proc_detach(semcache *c)
+{
+	struct sc_proc *p = c->me;
+	if (!p)
+		return;
+	uint64_t o = atomic_load_explicit(&p->owner, memory_order_relaxed);
+	if (sc_wlock(c) == 0) {
+		release_record(c, p, o);
+		sc_wunlock(c);
+	} else {
+		atomic_store_explicit(&p->reader, 0, memory_order_relaxed);
+		atomic_compare_exchange_strong(&p->owner, &o, 0);
+	}
+	c->me = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Grace periods
+ * ---------------------------------------------------------------------- */
+bool sc_grace_passed(semcache *c, uint64_t epoch)
+{
+	uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_acquire);
+	if (hwm > c->max_procs)
+		hwm = c->max_procs;
+	/* Pairs with the seq_cst CAS in sc_read_enter (see the file comment). */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (uint32_t i = 0; i < hwm; i++) {
+		struct sc_proc *p = &c->procs[i];
+		uint64_t r = atomic_load_explicit(&p->reader, memory_order_seq_cst);
+		if (r == 0 || (r >> 16) > epoch)
+			continue;
+		uint64_t o = atomic_load_explicit(&p->owner, memory_order_acquire);
+		if (o && !owner_alive(o)) {
+			release_record(c, p, o);
+			continue;
+		}
+		if (!o)
+			continue; /* released record with a stale reader word */
+		return false;
+	}
+	return true;
+}
+
+int sc_read_enter(semcache *c)
+{
+	struct sc_proc *p = c->me;
+	if (!p)
+		return SEMCACHE_EPROCFULL;
+	uint64_t cur = atomic_load_explicit(&p->reader, memory_order_relaxed);
+	for (;;) {
+		uint64_t nw;
+		if ((cur & READER_COUNT_MASK) == 0) {
+			uint64_t gp = atomic_load_explicit(&c->hdr->gp, memory_order_seq_cst);
+			nw = (gp << 16) | 1;
+		} else if ((cur & READER_COUNT_MASK) == READER_COUNT_MASK) {
+			return -EMFILE; /* 65535 references held at once */
+		} else {
+			nw = cur + 1;
+		}
+		if (atomic_compare_exchange_weak_explicit(&p->reader, &cur, nw,
+		                                          memory_order_seq_cst,
+		                                          memory_order_relaxed))
+			break;
+	}
+	atomic_thread_fence(memory_order_seq_cst);
+	return 0;
+}
+
+void sc_read_exit(semcache *c)
+{
+	struct sc_proc *p = c->me;
+	if (!p)
+		return;
+	uint64_t cur = atomic_load_explicit(&p->reader, memory_order_relaxed);
+	for (;;) {
+		if ((cur & READER_COUNT_MASK) == 0)
+			return; /* unbalanced release: ignore rather than underflow */
+		uint64_t nw = (cur & READER_COUNT_MASK) == 1 ? 0 : cur - 1;
+		/* release: our reads of the blocks happen before the writer can
+		 * see us quiescent and reuse them */
+		if (atomic_compare_exchange_weak_explicit(&p->reader, &cur, nw,
+		                                          memory_order_release,
+		                                          memory_order_relaxed))
+			return;
+	}
+}

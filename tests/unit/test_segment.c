@@ -1,0 +1,252 @@
+/*
+ * test_segment.c - creating, attaching and validating segment files.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "../common.h"
+#include "internal.h"
+
+static char path[256];
+
+static void setup(void) { test_path(path, sizeof path, "seg"); }
+static void teardown(void) { unlink(path); }
+
+TestSuite(segment, .init = setup, .fini = teardown);
+
+static void make_segment(void)
+{
+	semcache *c;
+	semcache_options o = test_options(64, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
+	semcache_close(c);
+}
+
+static int open_plain(void)
+{
+	semcache *c = NULL;
+	int rc = semcache_open(path, NULL, &c);
+	semcache_close(c);
+	return rc;
+}
+
+static void poke(off_t off, const void *bytes, size_t n)
+{
+	int fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, bytes, n, off), (ssize_t)n);
+	close(fd);
+}
+
+Test(segment, create_then_attach_sees_same_geometry_and_data)
+{
+	make_segment();
+	semcache *c;
+	cr_assert_eq(semcache_open(path, NULL, &c), 0);
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_eq(st.slots, 64);
+	cr_assert_eq(st.dim, 4);
+	cr_assert_eq(st.entries, 1);
+	semcache_response *out;
+	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), 0);
+	semcache_response_free(out);
+	semcache_close(c);
+}
+
+Test(segment, file_mode_is_0600_unless_group_asked)
+{
+	make_segment();
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600);
+	unlink(path);
+	semcache *c;
+	semcache_options o = test_options(64, 4);
+	o.flags |= SEMCACHE_OPEN_GROUP;
+	mode_t old = umask(0);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	umask(old);
+	semcache_close(c);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0660);
+}
+
+Test(segment, not_a_segment_is_refused)
+{
+	char junk[8192];
+	memset(junk, 'J', sizeof junk);
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert_eq(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
+	close(fd);
+	cr_assert_eq(open_plain(), SEMCACHE_ENOTSEMCACHE);
+	/* and the file was left alone */
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_size, sizeof junk);
+	cr_assert_eq(semcache_destroy(path, 0), SEMCACHE_ENOTSEMCACHE);
+}
+
+Test(segment, short_file_is_refused)
+{
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert_eq(write(fd, "abc", 3), 3);
+	close(fd);
+	cr_assert_eq(open_plain(), SEMCACHE_ENOTSEMCACHE);
+}
+
+Test(segment, truncated_segment_is_refused)
+{
+	make_segment();
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(truncate(path, st.st_size / 2), 0);
+	cr_assert_eq(open_plain(), SEMCACHE_ETRUNCATED);
+	cr_assert_eq(truncate(path, 100), 0);
+	cr_assert_eq(open_plain(), SEMCACHE_ETRUNCATED);
+}
+
+Test(segment, other_layout_version_is_refused)
+{
+	make_segment();
+	uint32_t v = SC_LAYOUT_VERSION + 1;
+	poke(offsetof(struct sc_header, version), &v, 4);
+	cr_assert_eq(open_plain(), SEMCACHE_EVERSION);
+}
+
+Test(segment, other_format_signature_is_refused)
+{
+	make_segment();
+	uint64_t sig = sc_layout_signature() ^ 1;
+	poke(offsetof(struct sc_header, signature), &sig, 8);
+	cr_assert_eq(open_plain(), SEMCACHE_ESIGNATURE);
+}
+
+Test(segment, damaged_geometry_is_refused)
+{
+	make_segment();
+	uint32_t slots = 1 << 20;
+	poke(offsetof(struct sc_header, slots), &slots, 4);
+	cr_assert_eq(open_plain(), SEMCACHE_ECORRUPT);
+}
+
+Test(segment, options_contradicting_geometry_are_refused)
+{
+	make_segment();
+	semcache *c = NULL;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.slots = 128;
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+	o.slots = 64;
+	o.dim = 8;
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+	o.dim = 4;
+	cr_assert_eq(semcache_open(path, &o, &c), 0, "matching geometry refused");
+	semcache_close(c);
+}
+
+Test(segment, nocreate_and_excl_flags)
+{
+	semcache *c = NULL;
+	semcache_options o = test_options(64, 4);
+	o.flags = SEMCACHE_OPEN_NOCREATE;
+	cr_assert_eq(semcache_open(path, &o, &c), -ENOENT);
+	make_segment();
+	o.flags = SEMCACHE_OPEN_EXCL;
+	cr_assert_eq(semcache_open(path, &o, &c), -EEXIST);
+}
+
+Test(segment, invalid_options_are_einval_and_leave_no_file)
+{
+	semcache *c = NULL;
+	semcache_options o = test_options(64, 4);
+	o.slots = 5;
+	cr_assert_eq(semcache_open(path, &o, &c), -EINVAL);
+	cr_assert_neq(access(path, F_OK), 0, "failed create left a file");
+	o = test_options(64, 5000);
+	cr_assert_eq(semcache_open(path, &o, &c), -EINVAL);
+	o = test_options(64, 4);
+	o.block_size = 100;
+	cr_assert_eq(semcache_open(path, &o, &c), -EINVAL);
+	o = test_options(64, 4);
+	o.threshold = 1.5f;
+	cr_assert_eq(semcache_open(path, &o, &c), -EINVAL);
+	o = test_options(64, 4);
+	o.flags = 0x8000;
+	cr_assert_eq(semcache_open(path, &o, &c), -EINVAL);
+	cr_assert_eq(semcache_open(path, NULL, NULL), -EINVAL);
+	cr_assert_eq(semcache_open("", NULL, &c), -EINVAL);
+}
+
+Test(segment, racing_creators_get_one_segment)
+{
+	enum { N = 8 };
+	for (int i = 0; i < N; i++) {
+		pid_t p = fork();
+		if (p == 0) {
+			semcache *c;
+			semcache_options o = test_options(256, 4);
+			if (semcache_open(path, &o, &c) != 0)
+				_exit(1);
+			char key[16];
+			snprintf(key, sizeof key, "k%d", i);
+			int rc = put_simple(c, "ns", key, key);
+			semcache_close(c);
+			_exit(rc == 0 ? 0 : 2);
+		}
+	}
+	for (int i = 0; i < N; i++) {
+		int st;
+		cr_assert_neq(wait(&st), -1);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	semcache *c;
+	cr_assert_eq(semcache_open(path, NULL, &c), 0);
+	semcache_response *out;
+	for (int i = 0; i < N; i++) {
+		char key[16];
+		snprintf(key, sizeof key, "k%d", i);
+		cr_assert_eq(semcache_get(c, "ns", key, 0, &out), 0, "%s lost: two segments?", key);
+		semcache_response_free(out);
+	}
+	semcache_close(c);
+}
+
+Test(segment, abandoned_creation_is_laid_out_again)
+{
+	/* a creator that died after writing its version words, before magic */
+	char hdr[SC_HDR_SIZE];
+	memset(hdr, 0, sizeof hdr);
+	uint32_t words[2] = { SC_LAYOUT_VERSION, SC_HDR_SIZE };
+	memcpy(hdr + 8, words, sizeof words);
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert_eq(write(fd, hdr, sizeof hdr), (ssize_t)sizeof hdr);
+	close(fd);
+	semcache *c;
+	semcache_options o = test_options(64, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
+	semcache_close(c);
+}
+
+Test(segment, destroy_refuses_while_attached)
+{
+	semcache *c;
+	semcache_options o = test_options(64, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	pid_t p = fork();
+	if (p == 0)
+		_exit(semcache_destroy(path, 0) == -EBUSY ? 0 : 1);
+	int st;
+	waitpid(p, &st, 0);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "destroy did not refuse");
+	semcache_close(c);
+	cr_assert_eq(semcache_destroy(path, 0), 0);
+	cr_assert_neq(access(path, F_OK), 0);
+	cr_assert_eq(semcache_destroy(path, 0), -ENOENT);
+}
