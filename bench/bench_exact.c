@@ -1,0 +1,196 @@
+/*
+ * bench_exact.c - exact-path benchmark: puts and get hits of 1 KB responses
+ * over 100,000 entries, in one process and in two.
+ *
+ * Reference measured in the same run: the "floor" of a get, i.e. copying a
+ * 1 KB record from a random place in a buffer as large as the arena (the
+ * memory traffic no cache can avoid), so each figure is printed as a ratio.
+ * Latencies are per operation from clock_gettime, minus the timer's own
+ * cost measured here.  Ends with one JSON line.
+ *
+ *   bench_exact [--entries N] [--gets N] [--path P]
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "semcache.h"
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t xs(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t timer_cost(void)
+{
+	uint64_t t0 = now_ns();
+	for (int i = 0; i < 100000; i++)
+		(void)now_ns();
+	return (now_ns() - t0) / 100000;
+}
+
+/* Random 1 KB copies out of a buffer the size of the data set. */
+static double reference_copy_per_s(size_t bytes, long n)
+{
+	uint8_t *buf = malloc(bytes), out[1024];
+	if (!buf)
+		return 0;
+	memset(buf, 1, bytes);
+	uint64_t s = 7, sum = 0;
+	size_t items = bytes / 1024;
+	uint64_t t0 = now_ns();
+	for (long i = 0; i < n; i++) {
+		memcpy(out, buf + (xs(&s) % items) * 1024, sizeof out);
+		sum += out[i & 1023];
+	}
+	double secs = (now_ns() - t0) / 1e9;
+	free(buf);
+	if (sum == 42)
+		puts("");
+	return n / secs;
+}
+
+static long get_loop(semcache *c, int entries, long n, uint64_t seed, uint32_t *lat, uint64_t tcost)
+{
+	char key[32];
+	long hits = 0;
+	for (long i = 0; i < n; i++) {
+		snprintf(key, sizeof key, "key-%08d", (int)(xs(&seed) % (uint64_t)entries));
+		semcache_response *r;
+		uint64_t t0 = lat ? now_ns() : 0;
+		if (semcache_get(c, "bench", key, 0, &r) == 0) {
+			hits++;
+			semcache_response_free(r);
+		}
+		if (lat) {
+			uint64_t d = now_ns() - t0;
+			lat[i] = (uint32_t)(d > tcost ? d - tcost : 0);
+		}
+	}
+	return hits;
+}
+
+int main(int argc, char **argv)
+{
+	int entries = 100000;
+	long gets = 2000000;
+	const char *path = "/dev/shm/semcache-bench-exact";
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--entries") && i + 1 < argc)
+			entries = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--gets") && i + 1 < argc)
+			gets = atol(argv[++i]);
+		else if (!strcmp(argv[i], "--path") && i + 1 < argc)
+			path = argv[++i];
+		else {
+			fprintf(stderr, "usage: %s [--entries N] [--gets N] [--path P]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (entries < 1 || gets < 1)
+		return 2;
+
+	semcache_destroy(path, 1);
+	semcache_options o;
+	semcache_options_init(&o);
+	o.slots = (uint32_t)(entries + entries / 4);
+	o.dim = 0;
+	o.arena_bytes = (uint64_t)entries * 1536 + (64u << 20);
+	semcache *c;
+	int rc = semcache_open(path, &o, &c);
+	if (rc < 0) {
+		fprintf(stderr, "open %s: %s\n", path, semcache_strerror(rc));
+		return 1;
+	}
+
+	char content[1025], key[32];
+	memset(content, 'r', 1024);
+	content[1024] = 0;
+	semcache_response resp = { .content = content, .model = "bench-model", .prompt_tokens = 100,
+	                           .completion_tokens = 250, .latency_ms = 800,
+	                           .finish_reason = "stop" };
+	uint64_t tcost = timer_cost();
+
+	/* puts: fill, then replace (steady state of a full cache) */
+	uint64_t t0 = now_ns();
+	for (int i = 0; i < entries; i++) {
+		snprintf(key, sizeof key, "key-%08d", i);
+		semcache_put_args a = { .ns = "bench", .key = key, .response = &resp };
+		if ((rc = semcache_put(c, &a)) < 0) {
+			fprintf(stderr, "put: %s\n", semcache_strerror(rc));
+			return 1;
+		}
+	}
+	double put_s = entries / ((now_ns() - t0) / 1e9);
+
+	/* gets, one process, with per-op latency */
+	uint32_t *lat = malloc(sizeof *lat * (size_t)gets);
+	if (!lat)
+		return 1;
+	get_loop(c, entries, gets / 10, 1, NULL, 0); /* warm */
+	t0 = now_ns();
+	long hits = get_loop(c, entries, gets, 99, NULL, 0);
+	double get_s = gets / ((now_ns() - t0) / 1e9);
+	get_loop(c, entries, gets, 1234, lat, tcost);
+	qsort(lat, (size_t)gets, sizeof *lat, cmp_u32);
+	uint32_t p50 = lat[gets / 2], p99 = lat[gets * 99 / 100];
+	free(lat);
+
+	/* gets, two processes at once on the shared handle */
+	volatile uint64_t *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+	                                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	t0 = now_ns();
+	for (int p = 0; p < 2; p++) {
+		if (fork() == 0) {
+			get_loop(c, entries, gets, 500 + (uint64_t)p, NULL, 0);
+			_exit(0);
+		}
+	}
+	while (wait(NULL) > 0)
+		;
+	double get2_s = 2.0 * gets / ((now_ns() - t0) / 1e9);
+	(void)shared;
+
+	double ref = reference_copy_per_s(o.arena_bytes, gets);
+
+	printf("semcache exact path: %d entries of 1 KB, %ld gets per run\n", entries, gets);
+	printf("%-34s %14s %10s\n", "measure", "value", "ratio");
+	printf("%-34s %12.0f/s %10s\n", "reference: random 1 KB copies", ref, "1.00");
+	printf("%-34s %12.0f/s %10.2f\n", "put (1 proc)", put_s, put_s / ref);
+	printf("%-34s %12.0f/s %10.2f\n", "get hit (1 proc)", get_s, get_s / ref);
+	printf("%-34s %12.0f/s %10.2f  (x%.2f of 1 proc)\n", "get hit (2 procs)", get2_s,
+	       get2_s / ref, get2_s / get_s);
+	printf("%-34s %12u ns\n", "get p50 latency", p50);
+	printf("%-34s %12u ns\n", "get p99 latency", p99);
+	printf("hits %ld of %ld; timer cost %" PRIu64 " ns subtracted from latencies\n", hits, gets,
+	       tcost);
+	printf("{\"entries\":%d,\"get_ops_per_s\":%.0f,\"put_ops_per_s\":%.0f,\"get_p50_ns\":%u,"
+	       "\"get_p99_ns\":%u,\"get_ops_per_s_2proc\":%.0f,\"scaling_2proc\":%.3f,"
+	       "\"ref_copy_per_s\":%.0f,\"get_ratio_ref\":%.3f}\n",
+	       entries, get_s, put_s, p50, p99, get2_s, get2_s / get_s, ref, get_s / ref);
+	semcache_close(c);
+	semcache_destroy(path, 1);
+	return hits == gets ? 0 : 1;
+}
