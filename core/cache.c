@@ -286,6 +286,8 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	float qscale = 0;
 	int rc;
 
+	if (c)
+		sc_ensure_record(c);
 	if (!c || !a || !a->ns || !a->key || !a->response || a->exact_ttl_ms < 0 ||
 	    a->semantic_ttl_ms < 0)
 		return -EINVAL;
@@ -538,6 +540,8 @@ int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
 	sc_hkey hk;
 	int rc;
 
+	if (c)
+		sc_ensure_record(c);
 	if (!c || !ns || !key || !out || (flags & ~SEMCACHE_GET_TOUCH))
 		return -EINVAL;
 	*out = NULL;
@@ -658,6 +662,8 @@ int semcache_search_topk(semcache *c, const char *ns, const char *scope, const f
 	struct tls_scratch *t;
 	int rc;
 
+	if (c)
+		sc_ensure_record(c);
 	if (!c || !ns || !query || !matches || !n || k == 0 || k > 64)
 		return -EINVAL;
 	*n = 0;
@@ -761,6 +767,8 @@ int semcache_invalidate(semcache *c, const char *ns, const char *prefix, uint64_
 	uint64_t n = 0;
 	int rc;
 
+	if (c)
+		sc_ensure_record(c);
 	if (count_out)
 		*count_out = 0;
 	if (!c)

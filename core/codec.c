@@ -20,7 +20,11 @@
  * else: duplicate known keys, wrong types, version != 1, strings holding a
  * NUL byte (the API hands out NUL-terminated strings), numbers that do not
  * fit the uint32 fields, more than SC_CODEC_MAX_TOOL_CALLS tool calls,
- * nesting deeper than SC_CODEC_MAX_DEPTH, truncation and trailing bytes.
+ * nesting deeper than SC_CODEC_MAX_DEPTH (the record's map is level 1, so
+ * usage and tool_calls are level 2 and each tool call is level 3),
+ * truncation and trailing bytes.  sc_codec_peek_ids() reads entries only
+ * until it holds v, ns, key and scope, validating each entry it passes; with
+ * this encoder's order that is the first four.
  *
  * Why not msgpack-c's unpacker: the bytes come from a shared segment or
  * from Redis, and msgpack-c sizes its allocations from the counts it reads
@@ -68,6 +72,8 @@ enum { T_ID, T_NAME, T_ARGUMENTS, T_COUNT };
 
 #define IDS_MASK      ((1u << F_V) | (1u << F_NS) | (1u << F_KEY) | (1u << F_SCOPE))
 #define REQUIRED_MASK (IDS_MASK | (1u << F_CONTENT) | (1u << F_MODEL))
+/* Optional strings, whose absence a nil may also say (as for tool_calls). */
+#define NILLABLE_MASK ((1u << F_FINISH) | (1u << F_REASONING) | (1u << F_METADATA))
 
 #define IS(s, lit) (memcmp((s), (lit), sizeof(lit) - 1) == 0)
 
@@ -218,13 +224,9 @@ static void enc_str(sc_enc *e, const char *s, size_t n)
 	uint8_t *p;
 	size_t hdr = n < 32 ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : 5;
 
-	/* msgpack cannot say longer than 2^32-1; no sane max allows it anyway. */
-	if (n > UINT32_MAX) {
-		if (!e->rc)
-			e->rc = -E2BIG;
-		return;
-	}
-	if (n > SIZE_MAX - hdr) {
+	/* msgpack cannot say longer than 2^32-1 (no sane max allows it anyway);
+	 * the second test keeps hdr + n from wrapping where size_t is 32 bits. */
+	if (n > UINT32_MAX || n > SIZE_MAX - hdr) {
 		if (!e->rc)
 			e->rc = -E2BIG;
 		return;
@@ -265,7 +267,7 @@ int sc_codec_encode(const char *ns, const char *key, const char *scope,
 		return BAD;
 
 	out->len = 0;
-	n = 8 + (r->n_tool_calls > 0) + (r->finish_reason != NULL) +
+	n = 8u + (r->n_tool_calls > 0) + (r->finish_reason != NULL) +
 	    (r->reasoning != NULL) + (r->metadata != NULL);
 	enc_head(&e, 0x80, 0xde, n);
 
@@ -620,11 +622,10 @@ static int rd_field(sc_rd *r, int f, sc_scan *sc)
 		if (rd_u32(r, &v) || v != SC_CODEC_VERSION)
 			return BAD;
 		return 0;
-	case F_FINISH: case F_REASONING: case F_METADATA:
-		if (rd_nil(r))
-			return 0;
-		/* fall through */
 	case F_NS: case F_KEY: case F_SCOPE: case F_CONTENT: case F_MODEL:
+	case F_FINISH: case F_REASONING: case F_METADATA:
+		if ((NILLABLE_MASK & (1u << f)) && rd_nil(r))
+			return 0;
 		return rd_text(r, &sc->str[f], &sc->len[f]);
 	case F_USAGE:
 		return rd_usage(r, sc->usage);
@@ -752,7 +753,7 @@ int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids
 		rc = -ENOMEM;
 		goto out;
 	}
-	tc = (semcache_tool_call *)((char *)res + head);
+	tc = (semcache_tool_call *)(void *)((char *)res + head); /* head is aligned */
 	sp = (char *)(tc + sc.n_tc);
 
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)

@@ -53,10 +53,11 @@ struct semcache {
 	_Atomic uint32_t *next;
 	uint8_t *arena;
 
-	/* this process's record */
+	/* this process's record; a forked child claims its own on first use */
 	uint32_t proc_idx;
 	struct sc_proc *me;
 	pid_t pid;
+	_Atomic int need_record;
 
 	const sc_kernel *kernel;
 	int64_t (*clock_ms)(void *arg);
@@ -82,6 +83,7 @@ int sc_wtrylock(semcache *c);    /* 0, -EBUSY, or error */
 void sc_wunlock(semcache *c);
 
 /* ---- shm/proc.c: process table and grace periods ---- */
+
 int sc_proc_attach(semcache *c);
 void sc_proc_detach(semcache *c);
 int sc_proc_alive(int32_t pid, uint64_t start_time);
@@ -92,6 +94,15 @@ int sc_read_enter(semcache *c);
 void sc_read_exit(semcache *c);
 void sc_counters_add(struct sc_counters *to, struct sc_counters *from);
 void sc_count_best_miss(struct sc_counters *c, float sim);
+/* A child forked with an open handle claims its record on its first call,
+ * not in the fork handler: a child that only exec()s claims nothing. */
+static inline void sc_ensure_record(semcache *c)
+{
+	int one = 1;
+	if (SC_UNLIKELY(atomic_load_explicit(&c->need_record, memory_order_relaxed)) &&
+	    atomic_compare_exchange_strong(&c->need_record, &one, 0))
+		(void)sc_proc_attach(c);
+}
 
 /* ---- core/arena.c: payload blocks (all under wlock) ---- */
 static inline uint8_t *sc_block(const semcache *c, uint32_t b)

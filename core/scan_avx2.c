@@ -33,9 +33,12 @@
 
 #define SC_AVX2 __attribute__((target("avx2,fma,popcnt")))
 
-/* How far ahead of the row being scored the next live row is prefetched,
- * in rows; see scan_avx512.c for the measurements behind it. */
-#define SC_AVX2_PF_ROWS 4
+/* How far ahead the scans prefetch, in bytes of row data: the row that
+ * starts about this far ahead is prefetched whole if it will be scored.
+ * See scan_avx512.c for why and for the measurements behind the value. */
+#ifndef SC_AVX2_PF_BYTES
+#define SC_AVX2_PF_BYTES 4096u
+#endif
 
 static inline int sc_row_live(const sc_scanmeta *m, uint64_t scope, int64_t now)
 {
@@ -80,10 +83,16 @@ SC_AVX2 static float sc_avx2_dot(const float *a, const float *b, uint32_t dim)
 	return sc_avx2_dot_row(a, b, dim);
 }
 
-/* Prefetch a row's cache lines (the first dim floats only). */
-SC_AVX2 static inline void sc_avx2_prefetch_row(const float *row, uint32_t dim)
+/* Rows to look ahead so that about SC_AVX2_PF_BYTES are in flight. */
+static inline size_t sc_pf_rows(size_t rowbytes)
 {
-	const char *p = (const char *)row, *end = (const char *)(row + dim);
+	return rowbytes ? (SC_AVX2_PF_BYTES + rowbytes - 1) / rowbytes : 1;
+}
+
+/* Prefetch the first `bytes` bytes of a row, one request per cache line. */
+SC_AVX2 static inline void sc_avx2_prefetch(const void *row, size_t bytes)
+{
+	const char *p = row, *end = p + bytes;
 
 	for (; p < end; p += 64)
 		_mm_prefetch(p, _MM_HINT_T0);
@@ -100,11 +109,11 @@ SC_AVX2 static size_t sc_avx2_scan_f32(const float *matrix, size_t stride,
 		return 0;
 	if (now < 0)
 		now = 0;
+	const size_t pf = sc_pf_rows((size_t)dim * sizeof(float));
 	for (size_t r = 0; r < nrows; r++) {
 		float s;
-		if (r + SC_AVX2_PF_ROWS < nrows &&
-		    sc_row_live(&meta[r + SC_AVX2_PF_ROWS], scope, now))
-			sc_avx2_prefetch_row(matrix + (r + SC_AVX2_PF_ROWS) * stride, dim);
+		if (r + pf < nrows && sc_row_live(&meta[r + pf], scope, now))
+			sc_avx2_prefetch(matrix + (r + pf) * stride, (size_t)dim * sizeof(float));
 		if (!sc_row_live(&meta[r], scope, now))
 			continue;
 		s = sc_avx2_dot_row(matrix + r * stride, q, dim);
@@ -138,12 +147,15 @@ SC_AVX2 static size_t sc_avx2_scan_i8(const int8_t *qmatrix, size_t qstride, con
 		now = 0;
 	memcpy(qtail, q8 + full, rem);
 	qt = _mm256_loadu_si256((const __m256i *)qtail);
+	const size_t pf = sc_pf_rows(dim);
 	for (size_t r = 0; r < nrows; r++) {
 		const int8_t *row = qmatrix + r * qstride;
 		__m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
 		__m128i x;
 		size_t i = 0;
 		float s;
+		if (r + pf < nrows && sc_row_live(&meta[r + pf], scope, now))
+			sc_avx2_prefetch(row + pf * qstride, dim);
 		if (!sc_row_live(&meta[r], scope, now))
 			continue;
 		for (; i + 64 <= full; i += 64) {
@@ -194,11 +206,14 @@ SC_AVX2 static size_t sc_avx2_scan_bits(const uint8_t *bits, size_t qstride,
 		now = 0;
 	memcpy(&qtail, qbits + nwords * 8u, rembytes);
 	qtail &= remmask;
+	const size_t pf = sc_pf_rows(nwords * 8u + rembytes);
 	for (size_t r = 0; r < nrows; r++) {
 		const uint8_t *row = bits + r * qstride;
 		uint64_t h0 = 0, h1 = 0, h2 = 0, h3 = 0, tail = 0;
 		size_t w = 0;
 		float s;
+		if (r + pf < nrows && sc_row_live(&meta[r + pf], scope, now))
+			sc_avx2_prefetch(row + pf * qstride, nwords * 8u + rembytes);
 		if (!sc_row_live(&meta[r], scope, now))
 			continue;
 		for (; w + 4 <= nwords; w += 4) {

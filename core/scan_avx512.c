@@ -186,13 +186,13 @@ SC_AVX512 static size_t sc_avx512_scan_bits(const uint8_t *bits, size_t qstride,
 {
 	/* Whole 64-byte blocks lie entirely below dim bits; the tail block is
 	 * loaded under a byte mask and ANDed with a bit mask for a partial
-	 * last byte. */
+	 * last byte, so padding bits a writer left set are not counted. */
 	const size_t full = (dim / 512u) * 64u, tailbits = dim % 512u;
 	const size_t tailbytes = (tailbits + 7u) / 8u;
 	const __mmask64 km = sc_low_bits(tailbytes);
 	uint8_t tm[64] = { 0 };
 	__m512i tmask, qt;
-	size_t n = 0;
+	size_t n = 0, pf;
 
 	if (k == 0 || nrows == 0)
 		return 0;
@@ -203,7 +203,7 @@ SC_AVX512 static size_t sc_avx512_scan_bits(const uint8_t *bits, size_t qstride,
 		tm[tailbytes - 1] = (uint8_t)((1u << (tailbits % 8u)) - 1u);
 	tmask = _mm512_loadu_si512(tm);
 	qt = _mm512_and_si512(_mm512_maskz_loadu_epi8(km, qbits + full), tmask);
-	const size_t pf = sc_pf_rows(full + tailbytes);
+	pf = sc_pf_rows(full + tailbytes);
 	for (size_t r = 0; r < nrows; r++) {
 		const uint8_t *row = bits + r * qstride;
 		__m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();

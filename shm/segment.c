@@ -266,13 +266,15 @@ static void fork_child(void)
 {
 	/* The child inherits the mapping and the flock (shared descriptor) but
 	 * must not speak through the parent's process record: it claims its
-	 * own.  A handle whose record cannot be claimed keeps working for
-	 * copying reads and writes and counts into no record (me == NULL). */
+	 * own on its first call (sc_ensure_record), so a child that only
+	 * exec()s another program holds no record.  A handle whose record
+	 * cannot be claimed keeps working for copying reads and writes and
+	 * counts into no record (me == NULL). */
 	pthread_mutex_init(&reg_mu, NULL);
 	for (semcache *c = reg_head; c; c = c->reg_next) {
 		c->pid = getpid();
 		c->me = NULL;
-		(void)sc_proc_attach(c);
+		atomic_store_explicit(&c->need_record, 1, memory_order_relaxed);
 	}
 }
 

@@ -250,3 +250,46 @@ Test(segment, destroy_refuses_while_attached)
 	cr_assert_neq(access(path, F_OK), 0);
 	cr_assert_eq(semcache_destroy(path, 0), -ENOENT);
 }
+
+Test(segment, handle_opened_before_fork_works_in_children)
+{
+	semcache *c;
+	semcache_options o = test_options(256, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	enum { N = 4 };
+	for (int i = 0; i < N; i++) {
+		if (fork() == 0) {
+			char key[16];
+			snprintf(key, sizeof key, "child%d", i);
+			int rc = put_simple(c, "ns", key, key);
+			semcache_response *out;
+			if (rc == 0)
+				rc = semcache_get(c, "ns", key, 0, &out);
+			if (rc == 0)
+				semcache_response_free(out);
+			semcache_proc_info pi[16];
+			size_t n = 0;
+			semcache_procs(c, pi, 16, &n);
+			int mine = 0;
+			for (size_t j = 0; j < n; j++)
+				mine += pi[j].pid == getpid();
+			_exit(rc == 0 && mine == 1 ? 0 : 1);
+		}
+	}
+	for (int i = 0; i < N; i++) {
+		int st;
+		cr_assert_neq(wait(&st), -1);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child failed");
+	}
+	semcache_response *out;
+	for (int i = 0; i < N; i++) {
+		char key[16];
+		snprintf(key, sizeof key, "child%d", i);
+		cr_assert_eq(semcache_get(c, "ns", key, 0, &out), 0, "parent misses %s", key);
+		semcache_response_free(out);
+	}
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_eq(st.total.puts, N, "children's counters lost");
+	semcache_close(c);
+}
