@@ -21,7 +21,11 @@ run_suite() { # build-dir, meson setup args...
 	else
 		meson configure "$dir" "$@" >/dev/null
 	fi
-	ninja -C "$dir" >/dev/null
+	if ! ninja -C "$dir" >/dev/null; then
+		echo "build in $dir failed" >&2
+		failed=$((failed + 1))
+		return 1
+	fi
 	local rc=0
 	meson test -C "$dir" --print-errorlogs --num-processes 1 || rc=$?
 	# count from meson's machine-readable log

@@ -197,7 +197,7 @@ Test(search, topk_returns_best_first)
 	cr_assert_eq(semcache_search_topk(c, "ns", "m", q, DIM, 0.0f, m, 5, &n), 0);
 	cr_assert_eq(n, 5);
 	for (size_t i = 0; i < n; i++) {
-		char expect[16];
+		char expect[32];
 		snprintf(expect, sizeof expect, "k%zu", i);
 		cr_assert_str_eq(m[i].response->content, expect);
 		if (i)

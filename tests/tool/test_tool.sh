@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+#
+# test_tool.sh - end-to-end test of the `semcache` operator tool.
+#
+# Runs the real binary (path in $1) against a private segment under
+# /dev/shm, one subcommand after another, and checks outputs and exit codes
+# (0 ok, 1 miss, 2 usage error, 3 runtime error), including damaged and
+# missing segments, which must give a clear message and exit 3, never a
+# crash.  Output is TAP-like: "ok - name" / "not ok - name" per check, with
+# "# ..." diagnostics, then "N passed, M failed"; the exit status is 1 if
+# anything failed.  The segment and scratch files are removed on exit.
+#
+# Why a shell script: it exercises exactly what an operator types, through
+# argv, stdin, stdout, stderr and exit status, with no test harness between.
+
+set -u
+
+if [ $# -lt 1 ] || [ ! -x "$1" ]; then
+	echo "usage: $0 PATH_TO_SEMCACHE_BINARY" >&2
+	exit 2
+fi
+SC=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+unset SEMCACHE_PATH
+
+SEG=/dev/shm/semcache-tooltest.$$.$RANDOM
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/semcache-tooltest.XXXXXX")
+trap 'rm -f "$SEG" "$SEG".*; rm -rf "$TMP"' EXIT
+
+PASS=0
+FAIL=0
+ok() { PASS=$((PASS + 1)); echo "ok - $1"; }
+not_ok() {
+	FAIL=$((FAIL + 1))
+	echo "not ok - $1"
+	[ $# -gt 1 ] && printf '# %s\n' "$2"
+	return 0
+}
+
+# run ARGS...: the tool with --path $SEG; stdout in $OUT, stderr in $ERR,
+# exit status in $RC.  Stdin is inherited.
+run() {
+	"$SC" --path "$SEG" "$@" >"$TMP/out" 2>"$TMP/err"
+	RC=$?
+	OUT=$(cat "$TMP/out")
+	ERR=$(cat "$TMP/err")
+}
+
+# expect WANT_RC NAME ARGS...: run and check the exit status; a status above
+# 128 is a signal (crash) and always fails.
+expect() {
+	local want=$1 name=$2
+	shift 2
+	run "$@"
+	if [ "$RC" -eq "$want" ]; then
+		ok "$name"
+	else
+		not_ok "$name" "exit $RC, want $want; stderr: $ERR"
+	fi
+}
+
+# check NAME CMD...: pass when CMD succeeds.
+check() {
+	local name=$1
+	shift
+	if "$@"; then ok "$name"; else not_ok "$name" "failed: $*; stdout: $OUT"; fi
+}
+
+# py EXPR-SCRIPT: run python3 on $OUT (as stdin) and succeed if it exits 0.
+py() { printf '%s' "$OUT" | python3 -c "$1"; }
+
+# ---------------------------------------------------------------- records
+cat >"$TMP/rec1.json" <<'EOF'
+{
+  "content": "line one\nline two",
+  "model": "gpt-test",
+  "usage": {"prompt_tokens": 11, "completion_tokens": 22},
+  "tool_calls": [{"id": "call_1", "name": "lookup", "arguments": {"q": "x", "n": 1}}],
+  "latency_ms": 345,
+  "finish_reason": "stop",
+  "reasoning": "because",
+  "metadata": {"tenant": "t1", "tags": [1, 2]}
+}
+EOF
+echo '{"content": "second answer", "model": "gpt-test"}' >"$TMP/rec2.json"
+echo '{"content": "plain", "model": "m"}' >"$TMP/rec3.json"
+echo '  [1, 0, 0, 0]' >"$TMP/e1.json"
+echo '[1, 0.5, 0, 0]' >"$TMP/e_mix.json"
+echo '[0, 0, 1, 0]' >"$TMP/e_far.json"
+echo '[1, 0, 0]' >"$TMP/e_short.json"
+python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<4f", 0, 1, 0, 0))' >"$TMP/e2.f32"
+printf 'abcde' >"$TMP/e_odd.f32"
+
+# ---------------------------------------------------------------- create
+expect 0 "create" create --slots 256 --dim 4 --arena 1M --max-payload 64K --block-size 128 \
+	--exact-ttl 600 --semantic-ttl 1200 --threshold 0.9 --quant int8
+expect 3 "create refuses an existing segment" create --dim 4
+check "create names the existing file" grep -q "exists" "$TMP/err"
+expect 0 "create --force replaces it" create --slots 256 --dim 4 --arena 1M --max-payload 64K --force
+
+# ---------------------------------------------------------------- put
+expect 0 "put with JSON-array embedding" put ns1 k1 --embedding "$TMP/e1.json" <"$TMP/rec1.json"
+expect 0 "put with raw float32 embedding" put ns1 k2 --embedding "$TMP/e2.f32" <"$TMP/rec2.json"
+expect 0 "put without embedding, --scope" put ns2 pre:a --scope s1 <"$TMP/rec3.json"
+expect 0 "put second prefixed key" put ns2 pre:b <"$TMP/rec3.json"
+expect 0 "put third key in ns2" put ns2 other <"$TMP/rec3.json"
+
+expect 2 "create --force with options the library refuses" create --force --arena 64K
+check "the refusal is explained" grep -q "hint: the arena" "$TMP/err"
+expect 0 "a refused create --force leaves the old segment alone" get ns1 k1
+
+# ---------------------------------------------------------------- get
+expect 0 "get hit" get ns1 k1
+check "get prints the content" [ "$OUT" = "$(printf 'line one\nline two')" ]
+expect 0 "get --json" get ns1 k1 --json
+check "get --json fields match the record" py '
+import json, sys
+r = json.load(sys.stdin)
+assert r["content"] == "line one\nline two", r
+assert r["model"] == "gpt-test"
+assert r["usage"] == {"prompt_tokens": 11, "completion_tokens": 22}
+assert r["latency_ms"] == 345 and r["finish_reason"] == "stop" and r["reasoning"] == "because"
+tc = r["tool_calls"]
+assert len(tc) == 1 and tc[0]["id"] == "call_1" and tc[0]["name"] == "lookup"
+assert json.loads(tc[0]["arguments"]) == {"q": "x", "n": 1}
+assert json.loads(r["metadata"]) == {"tenant": "t1", "tags": [1, 2]}
+'
+expect 0 "get --json of a minimal record" get ns1 k2 --json
+check "minimal record: optional fields null, no tool calls" py '
+import json, sys
+r = json.load(sys.stdin)
+assert r["content"] == "second answer" and r["tool_calls"] == [] and r["metadata"] is None
+'
+expect 1 "get on a missing key is a miss" get ns1 nope
+expect 1 "get in the wrong namespace is a miss" get ns2 k1
+expect 0 "get --touch" get ns1 k1 --touch
+
+# ---------------------------------------------------------------- search
+expect 0 "search finds the identical embedding" search ns1 --embedding "$TMP/e1.json"
+check "search: similarity ~1.0 and the right content" py '
+import sys
+sim, content = sys.stdin.read().split("\t", 1)
+assert abs(float(sim) - 1.0) < 1e-4, sim
+assert content.strip() == "line one\\nline two", content
+'
+expect 0 "search --top 2 --threshold 0.3" search ns1 --embedding "$TMP/e_mix.json" --threshold 0.3 --top 2
+check "search --top 2: two matches, best first" py '
+import sys
+rows = [l.split("\t", 1) for l in sys.stdin.read().splitlines()]
+assert len(rows) == 2, rows
+assert float(rows[0][0]) > float(rows[1][0]) and abs(float(rows[0][0]) - 0.894427) < 1e-3, rows
+assert rows[0][1].startswith("line one") and rows[1][1] == "second answer", rows
+'
+expect 0 "search --json" search ns1 --embedding "$TMP/e2.f32" --json --top 5 --threshold 0.5
+check "search --json: one parseable match" py '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin.read().splitlines()]
+assert len(rows) == 1 and rows[0]["rank"] == 1, rows
+assert abs(rows[0]["similarity"] - 1.0) < 1e-4 and rows[0]["response"]["content"] == "second answer"
+'
+expect 1 "search with nothing similar enough is a miss" search ns1 --embedding "$TMP/e_far.json"
+expect 1 "search in another scope is a miss" search ns1 --scope other --embedding "$TMP/e1.json"
+expect 2 "search with the wrong dimension" search ns1 --embedding "$TMP/e_short.json"
+check "wrong dimension is explained" grep -q "dim" "$TMP/err"
+
+# ---------------------------------------------------------------- dump
+expect 0 "dump" dump
+check "dump lists 5 entries under a header" [ "$(printf '%s\n' "$OUT" | tail -n +2 | wc -l)" -eq 5 ]
+check "dump shows '-' for no embedding" py '
+import sys
+rows = [l.split("\t") for l in sys.stdin.read().splitlines()[1:]]
+by = {(r[0], r[1]): r for r in rows}
+assert by[("ns2", "pre:a")][2] == "s1" and by[("ns2", "pre:a")][5] == "-", rows
+assert by[("ns1", "k1")][5] != "-", rows
+'
+expect 0 "dump --json" dump --json
+check "dump --json is JSONL with 5 entries" py '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin.read().splitlines()]
+assert len(rows) == 5
+k1 = [r for r in rows if r["key"] == "k1"][0]
+assert k1["ns"] == "ns1" and k1["has_embedding"] and k1["semantic_ttl_left_ms"] > 0
+assert k1["hits"] >= 3 and k1["size"] > 0
+assert [r for r in rows if r["key"] == "other"][0]["semantic_ttl_left_ms"] is None
+'
+expect 0 "dump --ns" dump --ns ns2 --json
+check "dump --ns ns2 lists 3" [ "$(printf '%s\n' "$OUT" | wc -l)" -eq 3 ]
+expect 0 "dump --ns --prefix" dump --ns ns2 --prefix pre: --json
+check "dump --ns ns2 --prefix pre: lists 2" [ "$(printf '%s\n' "$OUT" | wc -l)" -eq 2 ]
+expect 0 "dump --limit" dump --limit 1 --json
+check "dump --limit 1 lists 1" [ "$(printf '%s\n' "$OUT" | wc -l)" -eq 1 ]
+
+# ---------------------------------------------------------------- stat
+expect 0 "stat" stat
+check "stat shows the second tier line" grep -q "^second tier: none" "$TMP/out"
+check "stat lists this process" grep -q '\*' "$TMP/out"
+expect 0 "stat --json" stat --json
+# Exact lookups so far: 4 hits (get, get --json twice, get --touch), 2 misses.
+check "stat --json: entries and exact hits" py '
+import json, sys
+s = json.load(sys.stdin)
+assert s["entries"] == 5, s["entries"]
+assert s["exact"]["hits"] == 4 and s["exact"]["misses"] == 2, s["exact"]
+assert s["semantic"]["hits"] >= 3 and s["puts"] == 5
+assert s["geometry"]["slots"] == 256 and s["geometry"]["dim"] == 4
+assert isinstance(s["procs"], list) and any(p["self"] for p in s["procs"])
+assert s["second_tier"] is None
+'
+expect 0 "stat --prometheus" stat --prometheus
+check "prometheus text has semcache_entries 5" grep -qx "semcache_entries 5" "$TMP/out"
+check "prometheus counters end in _total" grep -q "^# TYPE semcache_exact_hits_total counter" "$TMP/out"
+check "prometheus per-process metrics carry a pid label" grep -q '^semcache_process_alive{pid="' "$TMP/out"
+expect 2 "stat --json --prometheus conflict" stat --json --prometheus
+timeout 5 "$SC" --path "$SEG" stat --json --watch 0.2 >"$TMP/watch" 2>&1 &
+WPID=$!
+sleep 0.5
+expect 3 "create --force refuses a segment in use" create --force --dim 4
+check "in-use refusal is explained" grep -q "still have it open" "$TMP/err"
+expect 3 "destroy refuses a segment in use" destroy
+check "the segment in use is still there" [ -e "$SEG" ]
+sleep 0.5
+kill -INT "$WPID" 2>/dev/null
+wait "$WPID"
+WRC=$?
+OUT=$(cat "$TMP/watch")
+check "stat --watch repeats and stops cleanly on SIGINT" [ "$WRC" -eq 0 ]
+check "stat --watch --json: one document per interval" py '
+import json, sys
+docs = [json.loads(l) for l in sys.stdin.read().splitlines()]
+assert len(docs) >= 2, len(docs)
+'
+
+# ---------------------------------------------------------------- verify
+expect 0 "verify" verify
+check "verify says consistent" [ "$OUT" = "consistent" ]
+
+# ---------------------------------------------------------------- global --path
+OUT=$("$SC" stat --json --path "$SEG" 2>/dev/null) && RC=0 || RC=$?
+check "--path after the subcommand" py 'import json,sys; assert json.load(sys.stdin)["entries"] == 5'
+OUT=$(SEMCACHE_PATH=$SEG "$SC" stat --json 2>/dev/null)
+check "SEMCACHE_PATH environment variable" py 'import json,sys; assert json.load(sys.stdin)["entries"] == 5'
+
+# ---------------------------------------------------------------- TTL
+expect 0 "put --ttl 1" put ns3 short --ttl 1 <"$TMP/rec3.json"
+expect 0 "short-lived entry is there at first" get ns3 short
+sleep 1.3
+expect 1 "short-lived entry is gone after its TTL" get ns3 short
+
+# ---------------------------------------------------------------- invalidate
+expect 0 "invalidate --ns --prefix" invalidate --ns ns2 --prefix pre:
+check "invalidate --ns ns2 --prefix pre: removed 2" [ "$OUT" = "2 entries invalidated" ]
+expect 0 "invalidate --prefix across namespaces" invalidate --prefix oth
+check "invalidate --prefix oth removed 1" [ "$OUT" = "1 entry invalidated" ]
+expect 0 "invalidate --ns" invalidate --ns ns1
+check "invalidate --ns ns1 removed 2" [ "$OUT" = "2 entries invalidated" ]
+expect 0 "invalidate --all" invalidate --all
+check "invalidate --all on an empty cache removed 0" [ "$OUT" = "0 entries invalidated" ]
+expect 0 "dump after invalidation" dump --json
+check "nothing left" [ -z "$OUT" ]
+expect 0 "verify after invalidation" verify
+
+# ---------------------------------------------------------------- usage errors
+expect 2 "no subcommand" 
+expect 2 "unknown subcommand" frobnicate
+expect 2 "unknown option" stat --bogus
+expect 2 "get without KEY" get ns1
+expect 2 "get with too many arguments" get a b c
+expect 2 "bad number" create --force --slots abc
+expect 2 "negative number" create --force --slots -5
+expect 2 "number out of range" create --force --slots 8
+expect 2 "bad quant" create --force --quant fast
+expect 2 "bad threshold" search ns1 --embedding "$TMP/e1.json" --threshold 2
+expect 2 "bad --top" search ns1 --embedding "$TMP/e1.json" --top 0
+expect 2 "search without --embedding" search ns1
+expect 2 "option missing its value" dump --ns
+expect 2 "invalidate without a selector" invalidate
+expect 2 "invalidate --all with --ns" invalidate --all --ns x
+expect 2 "bad JSON record" put ns1 k <<<'{"content": "x", "model": '
+check "bad JSON is explained" grep -q "not valid JSON" "$TMP/err"
+expect 2 "record without content" put ns1 k <<<'{"model": "m"}'
+expect 2 "record with an unknown field" put ns1 k <<<'{"content": "x", "model": "m", "colour": 1}'
+expect 2 "record with a negative token count" put ns1 k <<<'{"content": "x", "model": "m", "usage": {"prompt_tokens": -1}}'
+expect 2 "record that is not an object" put ns1 k <<<'["x"]'
+expect 2 "embedding '-' refused" put ns1 k --embedding - <"$TMP/rec3.json"
+expect 2 "raw embedding not a multiple of 4 bytes" put ns1 k --embedding "$TMP/e_odd.f32" <"$TMP/rec3.json"
+expect 2 "missing embedding file" put ns1 k --embedding "$TMP/nonexistent" <"$TMP/rec3.json"
+expect 2 "bad --ttl" put ns1 k --ttl 0 <"$TMP/rec3.json"
+expect 1 "nothing was stored by the failed puts" get ns1 k
+
+# ---------------------------------------------------------------- help
+for c in create destroy stat dump get put search invalidate verify version help; do
+	expect 0 "$c --help" "$c" --help
+	check "$c --help prints its usage" grep -q "^usage: semcache $c" "$TMP/out"
+done
+expect 0 "help get" help get
+expect 0 "--help" --help
+expect 0 "version" version
+check "version prints a version" grep -Eq '^semcache [0-9]+\.[0-9]+\.[0-9]+$' "$TMP/out"
+
+# ---------------------------------------------------------------- damaged segments
+cp "$SEG" "$SEG.junk"
+python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.write(bytes([0xa5]) * 4096)' "$SEG.junk"
+REAL=$SEG
+SEG=$SEG.junk
+expect 3 "stat on a segment with a junk header" stat
+check "junk header: the error names the problem" grep -q "not a semcache segment" "$TMP/err"
+expect 3 "verify on a segment with a junk header" verify
+expect 3 "get on a segment with a junk header" get ns1 k1
+SEG=$REAL
+
+cp "$SEG" "$SEG.zero"
+dd if=/dev/zero of="$SEG.zero" bs=4096 count=1 conv=notrunc 2>/dev/null
+SEG=$SEG.zero
+SIZE_BEFORE=$(stat -c %s "$SEG")
+expect 3 "stat on a segment with a zeroed header" stat
+check "zeroed header: the file is left untouched" [ "$(stat -c %s "$SEG")" -eq "$SIZE_BEFORE" ] \
+	&& [ -z "$(head -c 4096 "$SEG" | tr -d '\0')" ]
+SEG=$REAL
+
+cp "$SEG" "$SEG.short"
+truncate -s $(( $(stat -c %s "$SEG") / 2 )) "$SEG.short"
+SEG=$SEG.short
+expect 3 "stat on a truncated segment" stat
+check "truncated: a clear error" grep -Eqi "truncated|shorter|not a semcache|corrupt" "$TMP/err"
+SEG=$REAL
+
+cp "$SEG" "$SEG.tiny"
+truncate -s 100 "$SEG.tiny"
+SEG=$SEG.tiny
+expect 3 "stat on a 100-byte segment" stat
+SEG=$REAL
+
+: >"$SEG.empty"
+SEG=$SEG.empty
+expect 3 "stat on an empty file" stat
+check "empty file stays empty" [ ! -s "$SEG" ]
+SEG=$REAL
+
+SEG=$REAL.absent
+expect 3 "stat on a non-existent path" stat
+check "non-existent path creates nothing" [ ! -e "$SEG" ]
+expect 3 "get on a non-existent path" get a b
+expect 3 "destroy of a non-existent path" destroy
+SEG=$REAL
+
+# ---------------------------------------------------------------- destroy
+expect 0 "destroy" destroy
+check "destroy removed the file" [ ! -e "$SEG" ]
+expect 3 "stat after destroy" stat
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
