@@ -9,7 +9,9 @@
  *
  *  1. empties every slot whose sequence word is odd (its writer died in the
  *     middle: the slot reverts to "no entry", never a half-written one) or
- *     whose fields or payload chain do not validate;
+ *     whose fields, payload chain, checksum or identity (the record must
+ *     hash to the slot's digest, namespace hash and scope tag) do not
+ *     validate;
  *  2. rebuilds the index from the surviving slots;
  *  3. keeps the free list as far as it validates, and sends every other
  *     block that no slot owns (blocks the dead writer had popped, blocks in
@@ -83,7 +85,12 @@ static void empty_slot(semcache *c, uint32_t s)
 	atomic_store_explicit(&sl->seq, (q | 1u) + 1u, memory_order_release);
 }
 
-static bool checksum_ok(semcache *c, const struct sc_slot *sl, uint8_t **buf, size_t *cap)
+/*
+ * Does the slot's payload read back whole, and does the record it holds
+ * name the identity the slot claims (digest of namespace and key, namespace
+ * hash, scope tag)?  A slot failing this can only give wrong answers.
+ */
+static bool payload_ok(semcache *c, const struct sc_slot *sl, uint8_t **buf, size_t *cap)
 {
 	if (*cap < sl->len) {
 		uint8_t *n = realloc(*buf, sl->len);
@@ -92,9 +99,21 @@ static bool checksum_ok(semcache *c, const struct sc_slot *sl, uint8_t **buf, si
 		*buf = n;
 		*cap = sl->len;
 	}
-	if (sc_arena_read(c, sl->head, sl->nblocks, *buf, sl->len) < 0)
+	if (sc_arena_read(c, sl->head, sl->nblocks, *buf, sl->len) < 0 ||
+	    sc_checksum(*buf, sl->len) != sl->checksum)
 		return false;
-	return sc_checksum(*buf, sl->len) == sl->checksum;
+	sc_ids ids;
+	if (sc_codec_peek_ids(*buf, sl->len, &ids) < 0)
+		return false;
+	if (sc_ns_hash(c, ids.ns, ids.ns_len) != sl->ns_hash ||
+	    sc_scope_tag(c, ids.ns, ids.ns_len, ids.scope, ids.scope_len) != sl->scope_tag)
+		return false;
+	char *ns = strndup(ids.ns, ids.ns_len), *key = strndup(ids.key, ids.key_len);
+	uint8_t d[32];
+	bool ok = !ns || !key || sc_key_digest(ns, key, d) != 0 || memcmp(d, sl->digest, 32) == 0;
+	free(ns);
+	free(key);
+	return ok;
 }
 
 int sc_repair(semcache *c)
@@ -119,7 +138,7 @@ int sc_repair(semcache *c)
 			empty_slot(c, s);
 			continue;
 		}
-		if (!checksum_ok(c, sl, &buf, &cap)) {
+		if (!payload_ok(c, sl, &buf, &cap)) {
 			unclaim_chain(c, sl, state);
 			empty_slot(c, s);
 			continue;

@@ -130,6 +130,15 @@ import json, sys
 r = json.load(sys.stdin)
 assert r["content"] == "second answer" and r["tool_calls"] == [] and r["metadata"] is None
 '
+"$SC" --path "$SEG" get ns1 k1 --json >"$TMP/copy.json" 2>/dev/null
+expect 0 "get --json output is a record put accepts" put ns9 copy <"$TMP/copy.json"
+expect 0 "get of the copy" get ns9 copy --json
+check "the copy equals the original" py "
+import json, sys
+assert json.load(sys.stdin) == json.load(open('$TMP/copy.json'))
+"
+expect 0 "invalidate the copy" invalidate --ns ns9
+check "invalidating the copy removed 1" [ "$OUT" = "1 entry invalidated" ]
 expect 1 "get on a missing key is a miss" get ns1 nope
 expect 1 "get in the wrong namespace is a miss" get ns2 k1
 expect 0 "get --touch" get ns1 k1 --touch
@@ -194,12 +203,13 @@ expect 0 "stat" stat
 check "stat shows the second tier line" grep -q "^second tier: none" "$TMP/out"
 check "stat lists this process" grep -q '\*' "$TMP/out"
 expect 0 "stat --json" stat --json
-# Exact lookups so far: 4 hits (get, get --json twice, get --touch), 2 misses.
+# Exact lookups so far: 5 hits (get after the refused --force, get, get --json
+# twice, get --touch) and 2 misses.
 check "stat --json: entries and exact hits" py '
 import json, sys
 s = json.load(sys.stdin)
 assert s["entries"] == 5, s["entries"]
-assert s["exact"]["hits"] == 4 and s["exact"]["misses"] == 2, s["exact"]
+assert s["exact"]["hits"] == 5 and s["exact"]["misses"] == 2, s["exact"]
 assert s["semantic"]["hits"] >= 3 and s["puts"] == 5
 assert s["geometry"]["slots"] == 256 and s["geometry"]["dim"] == 4
 assert isinstance(s["procs"], list) and any(p["self"] for p in s["procs"])
