@@ -22,7 +22,9 @@
  * (core/repair.c).  Writes are rare next to reads in an LLM cache (each
  * put follows a model call of seconds), so serialising them costs little.
  */
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -147,4 +149,37 @@ int sc_arena_read(const semcache *c, uint32_t head, uint32_t nblocks, void *out,
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	}
 	return 0;
+}
+
+/*
+ * Reclaim until `need` blocks are free, waiting for readers of the old
+ * limbo batch to leave their read-side sections: zero-copy references are
+ * normally held for microseconds, so the writer (never a reader) waits a
+ * bounded time, as synchronize_rcu() would, before reporting the space as
+ * held.  Returns true when need blocks are free.
+ */
+bool sc_arena_reclaim_wait(semcache *c, uint32_t need)
+{
+	struct sc_header *h = c->hdr;
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (unsigned i = 0;; i++) {
+		sc_arena_reclaim(c);
+		if (atomic_load_explicit(&h->free_count, memory_order_relaxed) >= need)
+			return true;
+		if (h->lold_head == SC_NIL && h->lcur_head == SC_NIL)
+			return false; /* nothing left to wait for */
+		if (h->lold_head == SC_NIL)
+			continue; /* lcur was just closed; check its grace period */
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long us = (now.tv_sec - t0.tv_sec) * 1000000L + (now.tv_nsec - t0.tv_nsec) / 1000;
+		if (us > SC_GRACE_WAIT_US)
+			return false;
+		if (i < 64) {
+			sched_yield();
+		} else {
+			struct timespec d = { 0, 50000 };
+			nanosleep(&d, NULL);
+		}
+	}
 }

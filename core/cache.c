@@ -216,8 +216,9 @@ static bool evictable(semcache *c, uint32_t exclude)
  * Make `need` blocks free: reclaim limbo, evicting by CLOCK while short.
  * Evicts a batch (slack) beyond the need before reclaiming, so the
  * grace-period check over the process table is paid once per batch, not
- * once per put.  If a zero-copy reader holds the old limbo batch, evicting
- * more cannot help (the new batch waits behind it): SEMCACHE_EFULL.
+ * once per put.  If a zero-copy reader holds the old limbo batch past the
+ * bounded wait, evicting more cannot help (the new batch waits behind it):
+ * SEMCACHE_EFULL.
  */
 static int ensure_blocks(semcache *c, uint32_t need, uint32_t exclude, int64_t now)
 {
@@ -231,11 +232,8 @@ static int ensure_blocks(semcache *c, uint32_t need, uint32_t exclude, int64_t n
 		                   atomic_load_explicit(&h->lold_count, memory_order_relaxed);
 		bool can_evict = evictable(c, exclude);
 		if (fc + pending >= (uint64_t)need + slack || !can_evict) {
-			for (int i = 0; i < 2; i++) {
-				sc_arena_reclaim(c);
-				if (atomic_load_explicit(&h->free_count, memory_order_relaxed) >= need)
-					return 0;
-			}
+			if (sc_arena_reclaim_wait(c, need))
+				return 0;
 			if (!can_evict || h->lold_head != SC_NIL)
 				return SEMCACHE_EFULL;
 		}
@@ -603,6 +601,237 @@ int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
 miss:
 	COUNT(c, misses);
 	return SEMCACHE_ENOTFOUND;
+}
+
+/* ------------------------------------------------------------------------
+ * Zero-copy get
+ *
+ * The reference pins the entry's blocks through this process's read-side
+ * section: entered before the slot is read, so if the writer retires the
+ * blocks afterwards it sees the section and keeps them in limbo until
+ * semcache_release().  The content's byte range is found by parsing a short
+ * prefix of the record (the identity and the content string header come
+ * first); iovecs then point straight into the blocks, adjacent blocks
+ * merged.  A record whose content header lies beyond the prefix (a huge
+ * namespace or key) is copied instead, into memory the reference owns.
+ * ---------------------------------------------------------------------- */
+#define SC_REF_PREFIX 4096u
+
+static int ref_push(semcache_ref *ref, size_t *cap, uint8_t *p, size_t n)
+{
+	struct iovec *v = ref->heap_iov_ ? ref->heap_iov_ : ref->inline_iov_;
+	int k = ref->iovcnt;
+	if (k > 0 && (uint8_t *)v[k - 1].iov_base + v[k - 1].iov_len == p) {
+		v[k - 1].iov_len += n;
+		return 0;
+	}
+	if ((size_t)k == *cap) {
+		size_t ncap = *cap * 4;
+		struct iovec *nv = malloc(ncap * sizeof *nv);
+		if (!nv)
+			return -ENOMEM;
+		memcpy(nv, v, (size_t)k * sizeof *nv);
+		free(ref->heap_iov_);
+		ref->heap_iov_ = nv;
+		v = nv;
+		*cap = ncap;
+	}
+	v[k].iov_base = p;
+	v[k].iov_len = n;
+	ref->iovcnt = k + 1;
+	return 0;
+}
+
+/* iovecs over record bytes [off, off + clen) of the chain at head. */
+static int ref_build(semcache *c, uint32_t head, uint32_t nb, size_t off, size_t clen,
+                     semcache_ref *ref)
+{
+	size_t cap = SEMCACHE_REF_INLINE_IOV, pos = 0, end = off + clen, got = 0;
+	uint32_t b = head;
+	for (uint32_t i = 0; i < nb && pos < end; i++) {
+		if (b >= c->nblocks)
+			return READ_BAD;
+		size_t lo = pos > off ? pos : off, hi = pos + c->block_size < end ? pos + c->block_size : end;
+		if (lo < hi) {
+			if (ref_push(ref, &cap, sc_block(c, b) + (lo - pos), hi - lo) < 0)
+				return -ENOMEM;
+			got += hi - lo;
+		}
+		pos += c->block_size;
+		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
+	}
+	return got == clen ? READ_OK : READ_BAD;
+}
+
+static void ref_reset(semcache_ref *ref)
+{
+	free(ref->heap_iov_);
+	ref->heap_iov_ = NULL;
+	ref->iovcnt = 0;
+	ref->len = 0;
+	ref->iov = ref->inline_iov_;
+}
+
+/* Copy the whole record into memory the reference owns (rare fallback). */
+static int ref_copy(semcache_ref *ref, const uint8_t *rec, size_t len, size_t off, size_t clen)
+{
+	(void)len;
+	struct iovec *v = malloc(sizeof *v + clen + 1);
+	if (!v)
+		return -ENOMEM;
+	uint8_t *bytes = (uint8_t *)(v + 1);
+	memcpy(bytes, rec + off, clen);
+	v->iov_base = bytes;
+	v->iov_len = clen;
+	free(ref->heap_iov_);
+	ref->heap_iov_ = v;
+	ref->iovcnt = 1;
+	return 0;
+}
+
+/* One attempt at slot s: READ_OK with ref filled, or READ_* / -errno. */
+static int ref_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_t digest[32],
+                    const char *ns, const char *key, int64_t now, semcache_ref *ref)
+{
+	struct sc_slot *sl = &c->slot[s];
+	uint32_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
+	if (s1 & 1u)
+		return READ_RETRY;
+	uint32_t flags = __atomic_load_n(&sl->flags, __ATOMIC_RELAXED);
+	uint8_t d[32];
+	memcpy(d, sl->digest, 32);
+	int64_t exp = __atomic_load_n(&sl->exact_exp_ms, __ATOMIC_RELAXED);
+	uint32_t len = __atomic_load_n(&sl->len, __ATOMIC_RELAXED);
+	uint32_t head = __atomic_load_n(&sl->head, __ATOMIC_RELAXED);
+	uint32_t nb = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
+	int r = READ_OK;
+	if (!(flags & SC_SLOT_USED) || memcmp(d, digest, 32) != 0 || exp <= now)
+		r = READ_EMPTY;
+	else if (len == 0 || len > c->max_payload || nb != sc_blocks_for(c, len))
+		r = READ_BAD;
+	if (r == READ_OK) {
+		uint32_t plen = len < SC_REF_PREFIX ? len : SC_REF_PREFIX;
+		if (!grow((void **)&t->rbuf, &t->rcap, len))
+			return -ENOMEM;
+		/* a prefix is enough to find the content; a short record is read whole */
+		uint32_t pnb = sc_blocks_for(c, plen);
+		if (sc_arena_read(c, head, pnb, t->rbuf, plen) < 0) {
+			r = READ_BAD;
+		} else {
+			sc_ids ids;
+			size_t off = 0, clen = 0;
+			int sr = sc_codec_content_span(t->rbuf, plen, len, &ids, &off, &clen);
+			if (sr < 0 && plen < len) {
+				/* content header beyond the prefix: copy it all */
+				if (sc_arena_read(c, head, nb, t->rbuf, len) < 0 ||
+				    sc_codec_content_span(t->rbuf, len, len, &ids, &off, &clen) < 0)
+					r = READ_BAD;
+				else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key))
+					r = READ_EMPTY;
+				else if ((r = ref_copy(ref, t->rbuf, len, off, clen)) == 0)
+					ref->len = clen;
+			} else if (sr < 0) {
+				r = READ_BAD;
+			} else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key)) {
+				r = READ_EMPTY;
+			} else {
+				r = ref_build(c, head, nb, off, clen, ref);
+				ref->len = clen;
+			}
+		}
+		if (r < 0)
+			return r;
+	}
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1) {
+		ref_reset(ref);
+		return READ_RETRY;
+	}
+	if (r != READ_OK)
+		ref_reset(ref);
+	else
+		ref->iov = ref->heap_iov_ ? ref->heap_iov_ : ref->inline_iov_;
+	return r;
+}
+
+int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool grace)
+{
+	struct tls_scratch *t;
+	uint8_t digest[32];
+	sc_hkey hk;
+	int rc;
+
+	if (c)
+		sc_ensure_record(c);
+	if (!ref)
+		return -EINVAL;
+	memset(ref, 0, sizeof *ref);
+	ref->iov = ref->inline_iov_;
+	if (!c || !ns || !key)
+		return -EINVAL;
+	if (!(t = scratch()))
+		return -ENOMEM;
+	if ((rc = sc_key_digest(ns, key, digest)) < 0)
+		return rc;
+	sc_hkey_make(c, digest, &hk);
+	if (grace && (rc = sc_read_enter(c)) < 0)
+		return rc;
+
+	struct sc_bucket *b = &c->index[sc_index_bucket(c, hk.h)];
+	uint32_t tag = (uint32_t)(hk.h >> 32);
+	int64_t now = sc_now(c);
+	for (int attempt = 0; attempt < SC_READ_RETRIES; attempt++) {
+		int retry = 0;
+		for (uint32_t w = 0; w < SC_WAYS; w++) {
+			uint64_t e = atomic_load_explicit(&b->e[w], memory_order_acquire);
+			if (!e || (uint32_t)(e >> 32) != tag)
+				continue;
+			uint32_t s = (uint32_t)e - 1;
+			if (s >= c->slots)
+				continue;
+			int r = ref_slot(c, t, s, digest, ns, key, now, ref);
+			if (r < 0) {
+				rc = r;
+				goto fail;
+			}
+			if (r == READ_RETRY) {
+				retry = 1;
+				continue;
+			}
+			if (r != READ_OK)
+				continue;
+			ref->held_ = grace ? 1 : 2;
+			mark_referenced(c, s);
+			COUNT(c, hits);
+			return 0;
+		}
+		if (!retry)
+			break;
+		if (attempt > 4)
+			sched_yield();
+	}
+	COUNT(c, misses);
+	rc = SEMCACHE_ENOTFOUND;
+fail:
+	ref_reset(ref);
+	if (grace)
+		sc_read_exit(c);
+	return rc;
+}
+
+int semcache_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref)
+{
+	return sc_get_ref(c, ns, key, ref, true);
+}
+
+void semcache_release(semcache *c, semcache_ref *ref)
+{
+	if (!ref)
+		return;
+	if (ref->held_ == 1 && c)
+		sc_read_exit(c);
+	ref->held_ = 0;
+	ref_reset(ref);
 }
 
 /* ------------------------------------------------------------------------

@@ -818,3 +818,69 @@ SEMCACHE_API void semcache_response_free(semcache_response *r)
 {
 	free(r);
 }
+
+/*
+ * Zero-copy support: find the identity and where the content string's bytes
+ * lie, reading only a prefix of the record (the content bytes themselves
+ * may lie beyond it, in blocks the caller hands out in place).  Walks the
+ * entries in order, validating each one it passes as peek does, until the
+ * "content" key; the identity must come before it (this encoder's order).
+ */
+int sc_codec_content_span(const void *prefix, size_t prefix_len, size_t total_len,
+                          sc_ids *ids, size_t *off, size_t *clen)
+{
+	sc_rd r = { prefix, (const uint8_t *)prefix + prefix_len };
+	sc_scan sc;
+	sc_item it;
+	unsigned seen = 0;
+
+	if (!prefix || !ids || !off || !clen || prefix_len > total_len)
+		return -EINVAL;
+	memset(&sc, 0, sizeof(sc));
+	if (rd_item(&r, &it) || it.kind != K_MAP)
+		return BAD;
+	for (uint64_t i = 0; i < it.u; i++) {
+		const uint8_t *k;
+		size_t kn;
+		if (rd_str(&r, &k, &kn))
+			return BAD;
+		int f = top_field(k, kn);
+		if (f == F_CONTENT) {
+			if ((seen & IDS_MASK) != IDS_MASK || r.p >= r.end)
+				return BAD;
+			/* str header only: fixstr, str8, str16, str32 */
+			uint8_t t = *r.p;
+			size_t hdr, n;
+			if ((t & 0xe0) == 0xa0) {
+				hdr = 1;
+				n = t & 0x1f;
+			} else if (t >= 0xd9 && t <= 0xdb) {
+				unsigned w = 1u << (t - 0xd9);
+				hdr = 1 + w;
+				if ((size_t)(r.end - r.p) < hdr)
+					return BAD;
+				n = (size_t)ld_be(r.p + 1, w);
+			} else {
+				return BAD;
+			}
+			size_t start = (size_t)(r.p - (const uint8_t *)prefix) + hdr;
+			if (start > total_len || n > total_len - start)
+				return BAD;
+			fill_ids(&sc, ids);
+			*off = start;
+			*clen = n;
+			return 0;
+		}
+		if (f < 0 || !(IDS_MASK & (1u << f))) {
+			if (rd_skip(&r, 2))
+				return BAD;
+			continue;
+		}
+		if (seen & (1u << f))
+			return BAD;
+		seen |= 1u << f;
+		if (rd_field(&r, f, &sc))
+			return BAD;
+	}
+	return BAD;
+}

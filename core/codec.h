@@ -58,4 +58,14 @@ int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids
  */
 int sc_codec_peek_ids(const void *buf, size_t len, sc_ids *ids);
 
+/*
+ * For zero-copy reads: from a prefix of an encoded record (total_len bytes
+ * in all), the identity and the content string's byte range [*off, *off +
+ * *clen) within the record.  SEMCACHE_EBADRECORD when the prefix is too
+ * short to tell or the record is malformed; the caller then falls back to
+ * copying the whole record.
+ */
+int sc_codec_content_span(const void *prefix, size_t prefix_len, size_t total_len,
+                          sc_ids *ids, size_t *off, size_t *clen);
+
 #endif

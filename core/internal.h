@@ -113,6 +113,8 @@ uint32_t sc_blocks_for(const semcache *c, uint32_t len);
 uint32_t sc_arena_pop(semcache *c, uint32_t n);      /* chain of n blocks, or SC_NIL */
 void sc_arena_retire(semcache *c, uint32_t head, uint32_t n);
 void sc_arena_reclaim(semcache *c);
+#define SC_GRACE_WAIT_US 100000 /* longest a writer waits for zero-copy readers */
+bool sc_arena_reclaim_wait(semcache *c, uint32_t need);
 void sc_arena_write(semcache *c, uint32_t head, const void *data, uint32_t len);
 /* Copy a chain out without trusting it: returns 0, or -1 on a bad link. */
 int sc_arena_read(const semcache *c, uint32_t head, uint32_t nblocks, void *out,
@@ -134,6 +136,10 @@ void sc_slot_clear(semcache *c, uint32_t s);   /* under wlock: retire, unindex, 
 bool sc_slot_dead(const struct sc_slot *s, int64_t now);
 void sc_slot_begin(struct sc_slot *s);
 void sc_slot_end(struct sc_slot *s);
+
+/* Zero-copy get; grace=false skips the read-side section and exists only
+ * so the benchmark can price grace-period tracking (unsafe otherwise). */
+int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool grace);
 
 /* ---- core/repair.c ---- */
 int sc_repair(semcache *c);   /* under wlock: rebuild derived state from slots */

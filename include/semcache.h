@@ -198,6 +198,37 @@ SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
                               unsigned flags, semcache_response **out);
 
 /*
+ * Zero-copy exact lookup.  On a hit, ref->iov[0 .. ref->iovcnt) point at
+ * the response's content bytes in place in the segment (ref->len bytes in
+ * all, not NUL-terminated), ready for writev().  They stay valid and
+ * unchanged until semcache_release(c, ref), even if the entry is replaced,
+ * evicted or invalidated meanwhile: its blocks wait in limbo until every
+ * reference taken before that has been released (grace periods across
+ * processes, see shm/proc.c).  Hold references briefly: blocks they pin
+ * cannot be reused, and when nothing else can be freed, puts fail with
+ * SEMCACHE_EFULL.  Every successful call must be paired with one
+ * semcache_release(), from any thread of the same process.
+ * Errors: SEMCACHE_ENOTFOUND (miss; nothing to release), -EINVAL, -ENOMEM,
+ * SEMCACHE_EPROCFULL (this process has no process record).
+ */
+#define SEMCACHE_REF_INLINE_IOV 8
+typedef struct semcache_ref {
+	const struct iovec *iov;
+	int iovcnt;
+	size_t len;
+	/* private */
+	struct iovec inline_iov_[SEMCACHE_REF_INLINE_IOV];
+	struct iovec *heap_iov_;
+	int held_;
+} semcache_ref;
+
+SEMCACHE_API int semcache_get_ref(semcache *c, const char *ns, const char *key,
+                                  semcache_ref *ref);
+
+/* End a zero-copy reference.  Safe on a ref from a failed get_ref (no-op). */
+SEMCACHE_API void semcache_release(semcache *c, semcache_ref *ref);
+
+/*
  * Semantic lookup: the best entry of (ns, scope) whose cosine similarity to
  * query (dim floats, dim equal to the segment's, any non-zero norm) is >= threshold (in [-1, 1]; 0 is a
  * real threshold) and whose semantic TTL has not passed.  similarity may be

@@ -3,7 +3,8 @@
  * with SIGKILL at random instructions.
  *
  *  - mixed_ops_on_overlapping_keys: 4 forked processes, 200,000 operations
- *    each (put / get / search / rare invalidate) over one small key space,
+ *    each (put / get / zero-copy get / search / rare invalidate) over one
+ *    small key space,
  *    every payload carrying a checksum of its body that readers verify.
  *  - kill9_torture: 4 workers doing the same while a supervisor SIGKILLs a
  *    random one every 50-100 ms and starts a replacement, for
@@ -72,7 +73,7 @@ static void worker_loop(semcache *c, uint64_t seed, long ops, volatile int *stop
 			semcache_put_args a = { .ns = ns, .key = key, .scope = "m", .response = &resp,
 			                        .embedding = (op % 2) ? e : NULL, .embedding_dim = DIM };
 			rc = semcache_put(c, &a);
-		} else if (op < 900) {
+		} else if (op < 750) {
 			semcache_response *out = NULL;
 			rc = semcache_get(c, ns, key, 0, &out);
 			if (rc == 0) {
@@ -82,6 +83,25 @@ static void worker_loop(semcache *c, uint64_t seed, long ops, volatile int *stop
 					atomic_fetch_add(&counts->torn, 1);
 				atomic_fetch_add(&counts->hits, 1);
 				semcache_response_free(out);
+			}
+		} else if (op < 900) {
+			/* zero-copy: the bytes must stay intact while we hold them,
+			 * whatever writers (or a SIGKILL of ours) do meanwhile */
+			semcache_ref ref;
+			rc = semcache_get_ref(c, ns, key, &ref);
+			if (rc == 0) {
+				char buf[1400], expect[64];
+				size_t n = 0;
+				for (int v = 0; v < ref.iovcnt && n + ref.iov[v].iov_len < sizeof buf; v++) {
+					memcpy(buf + n, ref.iov[v].iov_base, ref.iov[v].iov_len);
+					n += ref.iov[v].iov_len;
+				}
+				buf[n] = 0;
+				snprintf(expect, sizeof expect, "%s/%s/", ns, key);
+				if (n != ref.len || !content_ok(buf) || strncmp(buf, expect, strlen(expect)))
+					atomic_fetch_add(&counts->torn, 1);
+				atomic_fetch_add(&counts->hits, 1);
+				semcache_release(c, &ref);
 			}
 		} else if (op < 998) {
 			semcache_response *out = NULL;

@@ -1,0 +1,170 @@
+/*
+ * test_zerocopy.c - semcache_get_ref(): content handed out in place, and
+ * grace periods keeping it intact while the entry is replaced or evicted.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <sys/wait.h>
+
+#include "../common.h"
+
+static char path[256];
+static semcache *c;
+
+static void setup(void)
+{
+	test_path(path, sizeof path, "zc");
+	semcache_options o = test_options(256, 0);
+	o.arena_bytes = 256 << 10; /* 1024 blocks of 256 B */
+	o.max_payload = 32 << 10;
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+}
+
+static void teardown(void)
+{
+	semcache_close(c);
+	unlink(path);
+}
+
+TestSuite(zerocopy, .init = setup, .fini = teardown);
+
+static char *gather(const semcache_ref *ref)
+{
+	char *out = malloc(ref->len + 1), *p = out;
+	size_t total = 0;
+	for (int i = 0; i < ref->iovcnt; i++) {
+		memcpy(p, ref->iov[i].iov_base, ref->iov[i].iov_len);
+		p += ref->iov[i].iov_len;
+		total += ref->iov[i].iov_len;
+	}
+	cr_assert_eq(total, ref->len, "iovecs cover %zu of %zu bytes", total, ref->len);
+	*p = 0;
+	return out;
+}
+
+static char *pattern(size_t n, char seed)
+{
+	char *s = malloc(n + 1);
+	for (size_t i = 0; i < n; i++)
+		s[i] = (char)('a' + (seed + i * 7) % 26);
+	s[n] = 0;
+	return s;
+}
+
+Test(zerocopy, content_is_handed_out_in_place)
+{
+	char *content = pattern(5000, 1);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), 0);
+	cr_assert_eq(ref.len, 5000);
+	cr_assert_geq(ref.iovcnt, 1);
+	char *got = gather(&ref);
+	cr_assert_str_eq(got, content);
+	semcache_proc_info pi[4];
+	size_t n;
+	cr_assert_eq(semcache_procs(c, pi, 4, &n), 0);
+	cr_assert_eq(pi[0].in_read_section, 1);
+	semcache_release(c, &ref);
+	cr_assert_eq(semcache_procs(c, pi, 4, &n), 0);
+	cr_assert_eq(pi[0].in_read_section, 0);
+	free(got);
+	free(content);
+}
+
+Test(zerocopy, miss_is_notfound_and_release_is_harmless)
+{
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "absent", &ref), SEMCACHE_ENOTFOUND);
+	cr_assert_eq(ref.iovcnt, 0);
+	semcache_release(c, &ref);
+	semcache_release(c, &ref);
+	cr_assert_eq(semcache_get_ref(c, NULL, "k", &ref), -EINVAL);
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", NULL), -EINVAL);
+	semcache_proc_info pi[4];
+	size_t n;
+	cr_assert_eq(semcache_procs(c, pi, 4, &n), 0);
+	cr_assert_eq(pi[0].in_read_section, 0, "a miss left the read section open");
+}
+
+Test(zerocopy, bytes_stay_intact_while_entry_is_replaced_and_evicted)
+{
+	char *content = pattern(3000, 2);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), 0);
+	/* replace it, then churn the arena many times over */
+	char *other = pattern(3000, 9);
+	cr_assert_eq(put_simple(c, "ns", "k", other), 0);
+	char key[32];
+	int full = 0;
+	for (int i = 0; i < 2000 && !full; i++) {
+		snprintf(key, sizeof key, "churn%d", i);
+		int rc = put_simple(c, "ns", key, other);
+		cr_assert(rc == 0 || rc == SEMCACHE_EFULL, "put: %s", semcache_strerror(rc));
+		full += rc == SEMCACHE_EFULL;
+		cr_assert_eq(semcache_invalidate(c, "ns", "churn", NULL), 0);
+	}
+	/* The arena is 1024 blocks: churning 12-block entries behind a pinned
+	 * limbo batch must run out of room rather than reuse pinned blocks. */
+	cr_assert_eq(full, 1, "pinned blocks were reused or never needed");
+	char *got = gather(&ref);
+	cr_assert_str_eq(got, content, "referenced bytes were reused");
+	semcache_release(c, &ref);
+	/* once released, the pinned blocks come back */
+	for (int i = 0; i < 200; i++) {
+		snprintf(key, sizeof key, "after%d", i);
+		cr_assert_eq(put_simple(c, "ns", key, other), 0);
+	}
+	char report[1024];
+	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
+	free(got);
+	free(content);
+	free(other);
+}
+
+Test(zerocopy, a_dead_holder_does_not_pin_blocks_forever)
+{
+	char *content = pattern(3000, 3);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	pid_t p = fork();
+	if (p == 0) {
+		semcache_ref ref;
+		if (semcache_get_ref(c, "ns", "k", &ref) != 0)
+			_exit(1);
+		_exit(0); /* dies holding the reference */
+	}
+	int st;
+	waitpid(p, &st, 0);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	char key[32];
+	for (int i = 0; i < 3000; i++) {
+		snprintf(key, sizeof key, "k%d", i);
+		int rc = put_simple(c, "ns", key, content);
+		cr_assert_eq(rc, 0, "put %d: %s (dead reader still pins blocks?)", i, semcache_strerror(rc));
+	}
+	free(content);
+}
+
+Test(zerocopy, huge_key_falls_back_to_an_owned_copy)
+{
+	char *key = pattern(6000, 4), *content = pattern(700, 5);
+	cr_assert_eq(put_simple(c, "ns", key, content), 0);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", key, &ref), 0);
+	char *got = gather(&ref);
+	cr_assert_str_eq(got, content);
+	semcache_release(c, &ref);
+	free(got);
+	free(key);
+	free(content);
+}
+
+Test(zerocopy, empty_content)
+{
+	cr_assert_eq(put_simple(c, "ns", "k", ""), 0);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), 0);
+	cr_assert_eq(ref.len, 0);
+	semcache_release(c, &ref);
+}
