@@ -38,12 +38,10 @@ static void md_init(void)
 	(void)pthread_key_create(&md_ctx_key, md_ctx_free);
 }
 
-static void put_len(EVP_MD_CTX *ctx, size_t n)
+static void put_len(uint8_t *b, size_t n)
 {
-	uint8_t b[8];
 	for (int i = 0; i < 8; i++)
 		b[i] = (uint8_t)(n >> (8 * i));
-	EVP_DigestUpdate(ctx, b, sizeof b);
 }
 
 int sc_key_digest(const char *ns, const char *key, uint8_t out[32])
@@ -63,11 +61,30 @@ int sc_key_digest(const char *ns, const char *key, uint8_t out[32])
 	}
 	if (!EVP_DigestInit_ex2(md_ctx, md_sha256, NULL))
 		return -EIO;
-	EVP_DigestUpdate(md_ctx, domain, sizeof domain - 1);
-	put_len(md_ctx, ns_len);
-	EVP_DigestUpdate(md_ctx, ns, ns_len);
-	put_len(md_ctx, key_len);
-	EVP_DigestUpdate(md_ctx, key, key_len);
+	/* Each EVP call has a fixed cost comparable to hashing a block, so
+	 * short keys are encoded into one buffer and hashed in one update. */
+	uint8_t buf[256];
+	size_t need = sizeof domain - 1 + 16 + ns_len + key_len;
+	if (need <= sizeof buf) {
+		uint8_t *p = buf;
+		memcpy(p, domain, sizeof domain - 1);
+		p += sizeof domain - 1;
+		put_len(p, ns_len);
+		memcpy(p + 8, ns, ns_len);
+		p += 8 + ns_len;
+		put_len(p, key_len);
+		memcpy(p + 8, key, key_len);
+		EVP_DigestUpdate(md_ctx, buf, need);
+	} else {
+		uint8_t len[8];
+		EVP_DigestUpdate(md_ctx, domain, sizeof domain - 1);
+		put_len(len, ns_len);
+		EVP_DigestUpdate(md_ctx, len, 8);
+		EVP_DigestUpdate(md_ctx, ns, ns_len);
+		put_len(len, key_len);
+		EVP_DigestUpdate(md_ctx, len, 8);
+		EVP_DigestUpdate(md_ctx, key, key_len);
+	}
 	if (!EVP_DigestFinal_ex(md_ctx, out, &olen) || olen != 32)
 		return -EIO;
 	return 0;
