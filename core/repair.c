@@ -392,8 +392,8 @@ int sc_check(semcache *c, char *report, size_t report_len)
 			problem(&r, "process record %u: owner pid %u is dead", i, (unsigned)(o & 0xffffffffu));
 	}
 	if (r.problems) {
-		if (r.problems > 8)
-			problem(&r, "... %u problems in all", r.problems);
+		if (r.problems > 8 && r.buf && r.used < r.len)
+			snprintf(r.buf + r.used, r.len - r.used, "... %u problems in all\n", r.problems);
 		rc = SEMCACHE_ECORRUPT;
 	}
 out:

@@ -49,6 +49,19 @@
  *  - Grace-period counter: advanced by the writer (seq_cst RMW) when it
  *    rotates the limbo lists; read by zero-copy readers at entry.
  *
+ *  - Scan metadata (off_meta): per row {scope, sem_expiry}; written under
+ *    wlock inside the slot's seq window: expiry stored 0 first (row off),
+ *    then scope, then the new expiry with release.  Scanners read both
+ *    without synchronisation and re-validate candidates under the slot seq.
+ *  - Matrix and quantised rows: written under wlock inside the slot's seq
+ *    window; scanned without synchronisation (same re-validation).
+ *  - Block links (off_next) and block contents: written under wlock while
+ *    the blocks belong to no slot (popped, not yet published) or are being
+ *    linked into limbo/free lists; readers follow links only for chains
+ *    they reached through a slot, bounded by the slot's block count.
+ *  - Hit counters (off_hits): relaxed fetch-add by readers; reset under
+ *    wlock when a slot gets a new entry.
+ *
  * Assumptions stated outright: aligned 32- and 64-bit loads and stores are
  * single-copy atomic (x86-64, AArch64); the float format is IEEE-754 binary32;
  * the segment is used by processes of one architecture and ABI (the format
@@ -132,23 +145,25 @@ struct sc_header {
 	alignas(64) pthread_mutex_t wlock; /* 256: robust, process-shared */
 
 	/* ---- writer state (320..447): written only under wlock ---- */
-	alignas(64) _Atomic uint32_t free_head; /* 320: first free block or SC_NIL */
+	alignas(64) _Atomic uint32_t free_head; /* 320: first free block or SC_NIL; wlock, relaxed */
 	_Atomic uint32_t free_count;  /* 324 */
-	uint32_t clock_hand;          /* 328 */
-	_Atomic uint32_t entries;     /* 332: slots in use */
-	uint32_t lcur_head, lcur_tail;/* 336: limbo collecting retirements */
+	uint32_t clock_hand;          /* 328: wlock */
+	_Atomic uint32_t entries;     /* 332: slots in use; wlock, relaxed */
+	uint32_t lcur_head, lcur_tail;/* 336: limbo collecting retirements; wlock */
 	_Atomic uint32_t lcur_count;  /* 344 */
-	uint32_t lold_head, lold_tail;/* 348: limbo waiting for lold_epoch to pass */
+	uint32_t lold_head, lold_tail;/* 348: limbo waiting for lold_epoch to pass; wlock */
 	_Atomic uint32_t lold_count;  /* 356 */
-	uint64_t lold_epoch;          /* 360 */
-	_Atomic uint32_t procs_hwm;   /* 368: records at or above this were never used */
+	uint64_t lold_epoch;          /* 360: gp value when lold was closed; wlock */
+	_Atomic uint32_t procs_hwm;   /* 368: records at or above this were never used;
+	                               * CAS-raised (release) by attachers, read acquire */
 	_Atomic uint32_t repairs;     /* 372: repairs done after a writer died */
 	int32_t writer_pid;           /* 376: holder of wlock, for diagnostics */
 	uint32_t pad1_;               /* 380 */
 	uint8_t reserved1[64];        /* 384 */
 
 	/* ---- grace periods (448..511) ---- */
-	alignas(64) _Atomic uint64_t gp; /* 448: starts at 1; 48 bits used */
+	alignas(64) _Atomic uint64_t gp; /* 448: starts at 1; 48 bits used; writer's
+	                                  * seq_cst RMW after unlinking, readers' seq_cst load */
 
 	/* ---- departed processes' counters (512..639), under wlock ---- */
 	alignas(64) struct sc_counters departed;
@@ -170,9 +185,15 @@ struct sc_proc { /* 128 bytes, 64-aligned: no two processes share a line */
 #define SC_SLOT_EMB   0x2u  /* row holds this entry's embedding */
 #define SC_SLOT_DIRTY 0x4u  /* not yet written to the second tier */
 
+/* Every slot field but seq and ref is written under wlock between the odd
+ * and even sequence stores, and read by lock-free readers only through the
+ * seqlock protocol (values validated afterwards, bounds-checked before use). */
 struct sc_slot {
-	_Atomic uint32_t seq;       /*   0: even = stable, odd = being written */
-	uint32_t flags;             /*   4: SC_SLOT_* */
+	_Atomic uint32_t seq;       /*   0: even = stable, odd = being written; wlock.
+	                             * odd store + release fence before field writes,
+	                             * release store of the next even value after them;
+	                             * readers: acquire load, copy, acquire fence, reload */
+	uint32_t flags;             /*   4: SC_SLOT_*; wlock, inside the seq window */
 	uint8_t digest[32];         /*   8: SHA-256 key digest */
 	uint64_t scope_tag;         /*  40 */
 	uint64_t ns_hash;           /*  48 */
@@ -184,11 +205,14 @@ struct sc_slot {
 	uint32_t nblocks;           /*  88 */
 	uint32_t checksum;          /*  92: sc_checksum of the payload */
 	uint32_t bucket;            /*  96: index bucket of this slot's entry */
-	_Atomic uint32_t ref;       /* 100: CLOCK reference; readers set it when 0 */
+	_Atomic uint32_t ref;       /* 100: CLOCK reference; readers store 1 (relaxed) when
+	                             * they see 0, the CLOCK hand stores 0 under wlock */
 	uint8_t reserved[24];       /* 104 */
 };
 
-/* Index bucket: one cache line of entries (tag << 32) | (slot + 1); 0 = empty. */
+/* Index bucket: one cache line of entries (tag << 32) | (slot + 1); 0 = empty.
+ * Written under wlock with release stores after the slot they reach is
+ * sealed; readers load acquire and confirm the digest in the slot. */
 struct sc_bucket {
 	_Atomic uint64_t e[SC_WAYS];
 };
