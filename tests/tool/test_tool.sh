@@ -203,18 +203,21 @@ expect 0 "stat" stat
 check "stat shows the second tier line" grep -q "^second tier: none" "$TMP/out"
 check "stat lists this process" grep -q '\*' "$TMP/out"
 expect 0 "stat --json" stat --json
-# Exact lookups so far: 5 hits (get after the refused --force, get, get --json
-# twice, get --touch) and 2 misses.
-check "stat --json: entries and exact hits" py '
+HM0=$(py 'import json,sys; e = json.load(sys.stdin)["exact"]; print(e["hits"], e["misses"])')
+"$SC" --path "$SEG" get ns1 k1 >/dev/null 2>&1
+"$SC" --path "$SEG" get ns1 nope >/dev/null 2>&1
+expect 0 "stat --json after one exact hit and one miss" stat --json
+check "stat --json: entries, exact hits and misses" py "
 import json, sys
+h0, m0 = map(int, '$HM0'.split())
 s = json.load(sys.stdin)
-assert s["entries"] == 5, s["entries"]
-assert s["exact"]["hits"] == 5 and s["exact"]["misses"] == 2, s["exact"]
-assert s["semantic"]["hits"] >= 3 and s["puts"] == 5
-assert s["geometry"]["slots"] == 256 and s["geometry"]["dim"] == 4
-assert isinstance(s["procs"], list) and any(p["self"] for p in s["procs"])
-assert s["second_tier"] is None
-'
+assert s['entries'] == 5, s['entries']
+assert s['exact']['hits'] == h0 + 1 and s['exact']['misses'] == m0 + 1, (h0, m0, s['exact'])
+assert s['semantic']['hits'] >= 3 and s['puts'] >= 5
+assert s['geometry']['slots'] == 256 and s['geometry']['dim'] == 4
+assert isinstance(s['procs'], list) and any(p['self'] for p in s['procs'])
+assert s['second_tier'] is None
+"
 expect 0 "stat --prometheus" stat --prometheus
 check "prometheus text has semcache_entries 5" grep -qx "semcache_entries 5" "$TMP/out"
 check "prometheus counters end in _total" grep -q "^# TYPE semcache_exact_hits_total counter" "$TMP/out"
