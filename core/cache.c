@@ -133,7 +133,7 @@ void sc_slot_clear(semcache *c, uint32_t s)
 	sl->nblocks = 0;
 	if (c->dim)
 		meta_set(c, s, 0, 0);
-	atomic_store_explicit(&c->hits[s], 0, memory_order_relaxed);
+	atomic_store_explicit(&c->slot[s].hits, 0, memory_order_relaxed);
 	sc_slot_end(sl);
 	/* Retire only after the slot no longer reaches the blocks. */
 	sc_arena_retire(c, head, n);
@@ -381,7 +381,7 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 		meta_set(c, s, 0, 0);
 	if (fresh) {
 		atomic_store_explicit(&sl->ref, 0, memory_order_relaxed);
-		atomic_store_explicit(&c->hits[s], 0, memory_order_relaxed);
+		atomic_store_explicit(&c->slot[s].hits, 0, memory_order_relaxed);
 	}
 	sc_slot_end(sl);
 
@@ -460,7 +460,7 @@ static int read_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8
 			goto empty_checked;
 		v->score = c->kernel->dot(c->matrix + (size_t)s * c->row_stride, q, c->dim);
 	}
-	v->hits = atomic_load_explicit(&c->hits[s], memory_order_relaxed);
+	v->hits = atomic_load_explicit(&sl->hits, memory_order_relaxed);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1)
 		return READ_RETRY;
@@ -483,7 +483,8 @@ static void mark_referenced(semcache *c, uint32_t s)
 	/* Write the shared line only when the bit is clear. */
 	if (!atomic_load_explicit(&sl->ref, memory_order_relaxed))
 		atomic_store_explicit(&sl->ref, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->hits[s], 1, memory_order_relaxed);
+	/* in the slot's own line, which the reader just loaded: no extra miss */
+	atomic_fetch_add_explicit(&sl->hits, 1, memory_order_relaxed);
 }
 
 static bool ids_equal(const char *a, size_t alen, const char *b)

@@ -45,7 +45,6 @@ struct semcache {
 	struct sc_proc *procs;
 	struct sc_bucket *index;
 	struct sc_slot *slot;
-	_Atomic uint32_t *hits;
 	sc_scanmeta *meta;
 	float *matrix;
 	uint8_t *qmatrix;

@@ -81,7 +81,7 @@ static void empty_slot(semcache *c, uint32_t s)
 		__atomic_store_n(&c->meta[s].sem_expiry_ms, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&c->meta[s].scope, 0, __ATOMIC_RELAXED);
 	}
-	atomic_store_explicit(&c->hits[s], 0, memory_order_relaxed);
+	atomic_store_explicit(&sl->hits, 0, memory_order_relaxed);
 	atomic_store_explicit(&sl->seq, (q | 1u) + 1u, memory_order_release);
 }
 

@@ -18,7 +18,6 @@
  *   off_procs         process table: max_procs x struct sc_proc (128 B)
  *   off_index         index: buckets x struct sc_bucket (64 B, 8 ways)
  *   off_slots         slot table: slots x struct sc_slot (128 B)
- *   off_hits          per-slot hit counters: slots x u32
  *   off_meta          scan metadata: slots x struct sc_scanmeta (16 B)
  *   off_matrix        embeddings: slots x row_stride float32 (row = 64 B multiple)
  *   off_qmatrix       quantised rows (int8 or sign bits): slots x qstride bytes
@@ -59,8 +58,9 @@
  *    the blocks belong to no slot (popped, not yet published) or are being
  *    linked into limbo/free lists; readers follow links only for chains
  *    they reached through a slot, bounded by the slot's block count.
- *  - Hit counters (off_hits): relaxed fetch-add by readers; reset under
- *    wlock when a slot gets a new entry.
+ *  - Hit counters (in each slot): relaxed fetch-add by readers, in the
+ *    line they already loaded; reset under wlock when the slot gets a new
+ *    entry.  Not covered by the seqlock: a count, not part of the entry.
  *
  * Assumptions stated outright: aligned 32- and 64-bit loads and stores are
  * single-copy atomic (x86-64, AArch64); the float format is IEEE-754 binary32;
@@ -131,7 +131,7 @@ struct sc_header {
 	uint64_t off_procs;           /* 136 */
 	uint64_t off_index;           /* 144 */
 	uint64_t off_slots;           /* 152 */
-	uint64_t off_hits;            /* 160 */
+	uint64_t off_unused0;         /* 160: reserved (0) */
 	uint64_t off_meta;            /* 168 */
 	uint64_t off_matrix;          /* 176 */
 	uint64_t off_qmatrix;         /* 184 */
@@ -207,7 +207,8 @@ struct sc_slot {
 	uint32_t bucket;            /*  96: index bucket of this slot's entry */
 	_Atomic uint32_t ref;       /* 100: CLOCK reference; readers store 1 (relaxed) when
 	                             * they see 0, the CLOCK hand stores 0 under wlock */
-	uint8_t reserved[24];       /* 104 */
+	_Atomic uint32_t hits;      /* 104: hit count; readers fetch-add (relaxed) */
+	uint8_t reserved[20];       /* 108 */
 };
 
 /* Index bucket: one cache line of entries (tag << 32) | (slot + 1); 0 = empty.
@@ -231,6 +232,7 @@ _Static_assert(sizeof(struct sc_proc) == 128, "layout");
 _Static_assert(sizeof(struct sc_slot) == 128, "layout");
 _Static_assert(offsetof(struct sc_slot, head) == 80, "layout");
 _Static_assert(offsetof(struct sc_slot, ref) == 100, "layout");
+_Static_assert(offsetof(struct sc_slot, hits) == 104, "layout");
 _Static_assert(sizeof(struct sc_bucket) == 64, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "layout");
 
@@ -245,7 +247,8 @@ static inline uint64_t sc_layout_signature(void)
 		sizeof(struct sc_header), offsetof(struct sc_header, wlock),
 		offsetof(struct sc_header, gp), sizeof(pthread_mutex_t),
 		sizeof(struct sc_proc), sizeof(struct sc_slot), sizeof(struct sc_bucket),
-		offsetof(struct sc_slot, head), sizeof(struct sc_counters), SC_WAYS,
+		offsetof(struct sc_slot, head), offsetof(struct sc_slot, hits),
+		sizeof(struct sc_counters), SC_WAYS,
 		16 /* sizeof(struct sc_scanmeta) */,
 	};
 	uint64_t h = UINT64_C(1469598103934665603);

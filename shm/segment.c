@@ -75,7 +75,7 @@ int64_t sc_now(const semcache *c)
 struct geom {
 	uint32_t slots, dim, row_stride, buckets, block_size, nblocks;
 	uint32_t max_procs, max_payload, quant, qstride;
-	uint64_t off_procs, off_index, off_slots, off_hits, off_meta, off_matrix;
+	uint64_t off_procs, off_index, off_slots, off_meta, off_matrix;
 	uint64_t off_qmatrix, off_qscale, off_next, off_arena, file_size;
 };
 
@@ -107,7 +107,6 @@ static int geom_layout(struct geom *g)
 	g->off_procs = off;   off = align_up(off + (uint64_t)g->max_procs * sizeof(struct sc_proc), SC_ALIGN);
 	g->off_index = off;   off = align_up(off + (uint64_t)g->buckets * sizeof(struct sc_bucket), SC_ALIGN);
 	g->off_slots = off;   off = align_up(off + (uint64_t)g->slots * sizeof(struct sc_slot), SC_ALIGN);
-	g->off_hits = off;    off = align_up(off + (uint64_t)g->slots * 4, SC_ALIGN);
 	g->off_meta = off;    off = align_up(off + (uint64_t)g->slots * sizeof(sc_scanmeta), 4096);
 	g->off_matrix = off;  off = align_up(off + (uint64_t)g->slots * g->row_stride * 4, SC_ALIGN);
 	g->off_qmatrix = off; off = align_up(off + (uint64_t)g->slots * g->qstride, SC_ALIGN);
@@ -140,7 +139,7 @@ static bool geom_matches_header(const struct geom *g, const struct sc_header *h)
 	return g->row_stride == h->row_stride && g->buckets == h->buckets &&
 	       g->qstride == h->qstride && g->off_procs == h->off_procs &&
 	       g->off_index == h->off_index && g->off_slots == h->off_slots &&
-	       g->off_hits == h->off_hits && g->off_meta == h->off_meta &&
+	       g->off_meta == h->off_meta &&
 	       g->off_matrix == h->off_matrix && g->off_qmatrix == h->off_qmatrix &&
 	       g->off_qscale == h->off_qscale && g->off_next == h->off_next &&
 	       g->off_arena == h->off_arena && g->file_size == h->file_size;
@@ -329,7 +328,6 @@ static void bind_regions(semcache *c, const struct sc_header *h)
 	c->procs = (struct sc_proc *)(c->base + h->off_procs);
 	c->index = (struct sc_bucket *)(c->base + h->off_index);
 	c->slot = (struct sc_slot *)(c->base + h->off_slots);
-	c->hits = (_Atomic uint32_t *)(c->base + h->off_hits);
 	c->meta = (sc_scanmeta *)(c->base + h->off_meta);
 	c->matrix = (float *)(c->base + h->off_matrix);
 	c->qmatrix = c->base + h->off_qmatrix;
@@ -346,6 +344,10 @@ static int map_file(semcache *c, size_t size)
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, c->fd, 0);
 	if (p == MAP_FAILED)
 		return -errno;
+	/* Lookups touch random lines across the whole segment, so TLB misses
+	 * matter: ask for huge pages (effective where tmpfs allows them, i.e.
+	 * shmem_enabled=advise or a /dev/shm mounted with huge=within_size). */
+	(void)madvise(p, size, MADV_HUGEPAGE);
 	c->base = p;
 	c->size = size;
 	return 0;
@@ -402,7 +404,6 @@ static int create_segment(semcache *c, const semcache_options *o)
 	h->off_procs = g.off_procs;
 	h->off_index = g.off_index;
 	h->off_slots = g.off_slots;
-	h->off_hits = g.off_hits;
 	h->off_meta = g.off_meta;
 	h->off_matrix = g.off_matrix;
 	h->off_qmatrix = g.off_qmatrix;
