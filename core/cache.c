@@ -776,7 +776,7 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 		return rc;
 	sc_hkey_make(c, digest, &hk);
 	if (grace && (rc = sc_read_enter(c)) < 0)
-		return rc;
+		return rc; /* no process record: SEMCACHE_EPROCFULL */
 
 	struct sc_bucket *b = &c->index[sc_index_bucket(c, hk.h)];
 	uint32_t tag = (uint32_t)(hk.h >> 32);

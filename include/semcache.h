@@ -79,6 +79,9 @@ typedef struct semcache semcache; /* opaque */
 #define SEMCACHE_OPEN_NOCREATE 0x01u /* fail with -ENOENT if the segment is absent */
 #define SEMCACHE_OPEN_EXCL     0x02u /* fail with -EEXIST if the segment exists */
 #define SEMCACHE_OPEN_GROUP    0x04u /* create with mode 0660 instead of 0600 */
+#define SEMCACHE_OPEN_NORECORD 0x08u /* take no process record (inspection tools:
+                                      * works when the table is full; such a handle
+                                      * counts nothing and cannot semcache_get_ref) */
 #define SEMCACHE_QUANT_INT8    0x10u /* keep an int8 copy of rows for a two-stage scan */
 #define SEMCACHE_QUANT_BITS    0x20u /* keep a sign-bit copy of rows for a two-stage scan */
 
@@ -88,6 +91,12 @@ typedef struct semcache semcache; /* opaque */
  * configuration defaults (ttls, threshold, quantisation) are used when the
  * segment is created; when attaching, a geometry field left at 0 takes the
  * segment's value and a non-zero one must equal it (else SEMCACHE_EGEOMETRY).
+ * So to attach to a segment whatever its geometry, pass NULL options, or
+ * zero the geometry fields after semcache_options_init().
+ * Creation also requires: arena_bytes / block_size >= 2 and at least two
+ * max_payload's worth of blocks, max_payload >= 64, TTLs > 0 (else -EINVAL).
+ * SEMCACHE_OPEN_NOCREATE never writes a new header, not even into an empty
+ * or abandoned file (SEMCACHE_ENOTSEMCACHE).
  */
 typedef struct semcache_options {
 	uint32_t slots;          /* entry capacity, 16 .. 2^26; default 65536 */
@@ -125,7 +134,9 @@ SEMCACHE_API int semcache_close(semcache *c);
 
 /*
  * Remove the segment file at path (NULL = default).  Refuses with -EBUSY
- * while any process has it open, unless force is non-zero.
+ * while any process has it open, unless force is non-zero.  Refuses a file
+ * that is not a semcache segment (SEMCACHE_ENOTSEMCACHE), force or not:
+ * it will not delete what it cannot recognise.
  */
 SEMCACHE_API int semcache_destroy(const char *path, int force);
 
@@ -276,7 +287,8 @@ typedef struct semcache_counters {
 
 typedef struct semcache_stats {
 	/* geometry and configuration */
-	uint32_t slots, dim, block_size, max_procs, max_payload, quant;
+	uint32_t slots, dim, block_size, max_procs, max_payload;
+	uint32_t quant;       /* 0 none, 1 int8, 2 sign bits (two-stage scan) */
 	uint64_t arena_bytes, segment_bytes;
 	int64_t exact_ttl_ms, semantic_ttl_ms;
 	float threshold;

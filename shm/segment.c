@@ -525,7 +525,7 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 		if (!co.exact_ttl_ms) co.exact_ttl_ms = defaults.exact_ttl_ms;
 		if (!co.semantic_ttl_ms) co.semantic_ttl_ms = defaults.semantic_ttl_ms;
 		if (co.flags & ~(SEMCACHE_OPEN_NOCREATE | SEMCACHE_OPEN_EXCL | SEMCACHE_OPEN_GROUP |
-		                 SEMCACHE_QUANT_INT8 | SEMCACHE_QUANT_BITS))
+		                 SEMCACHE_OPEN_NORECORD | SEMCACHE_QUANT_INT8 | SEMCACHE_QUANT_BITS))
 			return -EINVAL;
 	}
 
@@ -591,6 +591,12 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 				blank = blank || zero;
 			}
 		}
+		if (blank && (co.flags & SEMCACHE_OPEN_NOCREATE)) {
+			/* An empty or abandoned file is not a segment yet, and
+			 * NOCREATE means we never make one. */
+			rc = SEMCACHE_ENOTSEMCACHE;
+			goto fail;
+		}
 		if (blank) {
 			if (!excl) {
 				/* Someone else holds the file and it is still blank:
@@ -625,7 +631,7 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 	}
 
 	c->kernel = sc_kernel_select();
-	if ((rc = sc_proc_attach(c)) < 0)
+	if (!(co.flags & SEMCACHE_OPEN_NORECORD) && (rc = sc_proc_attach(c)) < 0)
 		goto fail;
 	reg_add(c);
 	*out = c;

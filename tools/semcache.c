@@ -941,6 +941,83 @@ nomem:
 /* ------------------------------------------------------------------------
  * create / destroy
  * ---------------------------------------------------------------------- */
+/* Create a segment at path (SEMCACHE_OPEN_EXCL in so), explaining refusals. */
+static int create_at(const char *path, const semcache_options *so, semcache **c)
+{
+	char b1[32], b2[32];
+	int err = semcache_open(path, so, c);
+	if (err == -EEXIST) {
+		msg("%s already exists: %s (--force replaces it)", path, semcache_strerror(err));
+		return RC_RUNTIME;
+	}
+	if (err == -EINVAL) {
+		/* The header does not list every rule; name the likely one. */
+		lib_error(err, "the library refused these options");
+		if (so->arena_bytes < 2 * (uint64_t)so->max_payload)
+			fprintf(stderr, "hint: the arena (%s) must hold two records of --max-payload "
+			        "(%s): raise --arena or lower --max-payload\n",
+			        fmt_bytes(so->arena_bytes, b1), fmt_bytes(so->max_payload, b2));
+		else if (so->max_payload < 64)
+			fputs("hint: --max-payload must be at least 64 bytes\n", stderr);
+		fputs("Try 'semcache create --help'.\n", stderr);
+		return RC_USAGE;
+	}
+	if (err) {
+		lib_error(err, "cannot create %s", path);
+		return RC_RUNTIME;
+	}
+	return RC_OK;
+}
+
+/*
+ * create --force.  The new segment is built beside the old one first, so
+ * options the library refuses never cost the old segment; the old one is
+ * then removed (refused while in use) and the new one linked into place.
+ * link(2), unlike rename(2), fails instead of clobbering a segment another
+ * process created at the path in between.
+ */
+static int replace_segment(const semcache_options *so, semcache **c)
+{
+	size_t len = strlen(g_path) + 32;
+	char *tmp = malloc(len);
+	int rc, err;
+	if (!tmp) {
+		msg("%s", semcache_strerror(-ENOMEM));
+		return RC_RUNTIME;
+	}
+	snprintf(tmp, len, "%s.new.%ld", g_path, (long)getpid());
+	if ((rc = create_at(tmp, so, c)))
+		goto out;
+	semcache_close(*c);
+	*c = NULL;
+	rc = RC_RUNTIME;
+	err = semcache_destroy(g_path, 0);
+	if (err == -EBUSY) {
+		msg("cannot replace %s: %s: processes still have it open "
+		    "('semcache destroy --force' removes it regardless)", g_path,
+		    semcache_strerror(err));
+		goto drop;
+	}
+	if (err && err != -ENOENT) {
+		lib_error(err, "cannot remove the existing %s", g_path);
+		goto drop;
+	}
+	if (link(tmp, g_path) < 0) {
+		err = -errno;
+		lib_error(err, "cannot put the new segment in place at %s%s", g_path,
+		          err == -EEXIST ? " (another process created one meanwhile)" : "");
+		goto drop;
+	}
+	unlink(tmp);
+	rc = open_segment(c);
+	goto out;
+drop:
+	unlink(tmp);
+out:
+	free(tmp);
+	return rc;
+}
+
 static int cmd_create(int argc, char **argv)
 {
 	enum { O_SLOTS, O_DIM, O_ARENA, O_BLOCK, O_PROCS, O_PAYLOAD, O_ETTL, O_STTL, O_THR,
@@ -1023,39 +1100,11 @@ static int cmd_create(int argc, char **argv)
 		so.flags |= SEMCACHE_OPEN_GROUP;
 	so.flags |= SEMCACHE_OPEN_EXCL;
 
-	if (o[O_FORCE].seen) {
-		err = semcache_destroy(g_path, 0);
-		if (err == -EBUSY) {
-			msg("cannot replace %s: %s: processes still have it open "
-			    "('semcache destroy --force' removes it regardless)", g_path,
-			    semcache_strerror(err));
-			return RC_RUNTIME;
-		}
-		if (err && err != -ENOENT) {
-			lib_error(err, "cannot remove the existing %s", g_path);
-			return RC_RUNTIME;
-		}
-	}
-	err = semcache_open(g_path, &so, &c);
-	if (err == -EEXIST) {
-		msg("%s already exists: %s (--force replaces it)", g_path, semcache_strerror(err));
-		return RC_RUNTIME;
-	}
-	if (err == -EINVAL) {
-		/* The header does not list every rule; name the likely one. */
-		lib_error(err, "the library refused these options");
-		if (so.arena_bytes < 2 * (uint64_t)so.max_payload)
-			fprintf(stderr, "hint: the arena (%s) must hold two records of --max-payload "
-			        "(%s): raise --arena or lower --max-payload\n",
-			        fmt_bytes(so.arena_bytes, b1), fmt_bytes(so.max_payload, b2));
-		else if (so.max_payload < 64)
-			fputs("hint: --max-payload must be at least 64 bytes\n", stderr);
-		fputs("Try 'semcache create --help'.\n", stderr);
-		return RC_USAGE;
-	}
-	if (err) {
-		lib_error(err, "cannot create %s", g_path);
-		return RC_RUNTIME;
+	if (!o[O_FORCE].seen) {
+		if ((rc = create_at(g_path, &so, &c)))
+			return rc;
+	} else if ((rc = replace_segment(&so, &c))) {
+		return rc;
 	}
 	rc = RC_OK;
 	if ((err = semcache_stat(c, &st)) == 0) {
@@ -1885,18 +1934,19 @@ static void help_create(FILE *f)
 	    "\n"
 	    "Create a segment at --path.  Refuses if one exists, unless --force.\n"
 	    "\n"
-	    "  --slots N             entry capacity, 16..67108864 (default %" PRIu32 ")\n"
-	    "  --dim N               embedding dimension, 0..4096, 0 = exact only (default %" PRIu32 ")\n"
-	    "  --arena BYTES         payload arena; K, M, G suffixes (default %s)\n"
-	    "  --block-size BYTES    payload block, power of two 64..65536 (default %" PRIu32 ")\n"
-	    "  --max-procs N         process records, 1..4096 (default %" PRIu32 ")\n"
-	    "  --max-payload BYTES   largest encoded record (default %s)\n"
-	    "  --exact-ttl SECONDS   default exact TTL (default %lld)\n"
-	    "  --semantic-ttl SECONDS default semantic TTL (default %lld)\n"
-	    "  --threshold T         default similarity threshold, -1..1 (default %.2f)\n"
+	    "  --slots N               entry capacity, 16..67108864 (default %" PRIu32 ")\n"
+	    "  --dim N                 embedding dimension, 0..4096, 0 = exact only (default %" PRIu32 ")\n"
+	    "  --arena BYTES           payload arena, K/M/G suffixes (default %s)\n"
+	    "  --block-size BYTES      payload block, power of two 64..65536 (default %" PRIu32 ")\n"
+	    "  --max-procs N           process records, 1..4096 (default %" PRIu32 ")\n"
+	    "  --max-payload BYTES     largest encoded record (default %s)\n"
+	    "  --exact-ttl SECONDS     default exact TTL (default %lld)\n"
+	    "  --semantic-ttl SECONDS  default semantic TTL (default %lld)\n"
+	    "  --threshold T           default similarity threshold, -1..1 (default %.2f)\n"
 	    "  --quant none|int8|bits  quantised copy of the rows for a two-stage scan\n"
-	    "  --group               file mode 0660 instead of 0600\n"
-	    "  --force               remove an existing segment first (fails if it is in use)\n",
+	    "  --group                 file mode 0660 instead of 0600\n"
+	    "  --force                 replace an existing segment (refused while it is in use;\n"
+	    "                          options are checked before the old one goes)\n",
 	    d.slots, d.dim, fmt_bytes(d.arena_bytes, a), d.block_size, d.max_procs,
 	    fmt_bytes(d.max_payload, b), (long long)(d.exact_ttl_ms / 1000),
 	    (long long)(d.semantic_ttl_ms / 1000), (double)d.threshold);

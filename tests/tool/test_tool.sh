@@ -201,7 +201,7 @@ check "dump --limit 1 lists 1" [ "$(printf '%s\n' "$OUT" | wc -l)" -eq 1 ]
 # ---------------------------------------------------------------- stat
 expect 0 "stat" stat
 check "stat shows the second tier line" grep -q "^second tier: none" "$TMP/out"
-check "stat lists this process" grep -q '\*' "$TMP/out"
+check "stat lists this process, marked *" grep -Eq '^ +[0-9]+ +[0-9]+\* +yes ' "$TMP/out"
 expect 0 "stat --json" stat --json
 HM0=$(py 'import json,sys; e = json.load(sys.stdin)["exact"]; print(e["hits"], e["misses"])')
 "$SC" --path "$SEG" get ns1 k1 >/dev/null 2>&1

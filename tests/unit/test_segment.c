@@ -293,3 +293,34 @@ Test(segment, handle_opened_before_fork_works_in_children)
 	cr_assert_eq(st.total.puts, N, "children's counters lost");
 	semcache_close(c);
 }
+
+Test(segment, nocreate_never_initialises_an_empty_file)
+{
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	close(fd);
+	semcache *c = NULL;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.flags = SEMCACHE_OPEN_NOCREATE;
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_ENOTSEMCACHE);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_size, 0, "NOCREATE wrote a segment");
+}
+
+Test(segment, norecord_handle_inspects_without_a_process_record)
+{
+	make_segment();
+	semcache *c;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.flags = SEMCACHE_OPEN_NORECORD;
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_eq(st.procs_attached, 0);
+	cr_assert_eq(st.entries, 1);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), SEMCACHE_EPROCFULL);
+	semcache_close(c);
+}
