@@ -22,9 +22,13 @@
  * presence byte, and an empty tools string differs from absent tools.  The
  * encoding is hashed as a stream, so the size of a request costs no memory.
  *
- * The scope is "m=<model>;t=<h(tools)>;c=<h(tool_choice)>;T=<bucket>", where
- * h() is the first 16 hex digits (64 bits) of SHA-256 of the text, or "-"
- * when the field is absent, and the temperature bucket is one of "0",
+ * The scope is "m=<model>;t=<h(tools)>;c=<h(tool_choice)>;s=<h(system)>;
+ * T=<bucket>", where h() is the first 16 hex digits (64 bits) of SHA-256 of
+ * the text, or "-" when the field is absent; "system" is every message
+ * whose role is "system" or "developer", length-prefixed in order (a system
+ * prompt changes the answer as much as the model does, so a paraphrase
+ * under another system prompt must not be answered); and the temperature
+ * bucket is one of "0",
  * "le0.5", "le1", "gt1" or "-" (unset).  The model comes first and is not
  * escaped: everything after it has a fixed shape with no ';' in its values,
  * so reading from the right splits any scope back into its parts and two
@@ -230,13 +234,47 @@ static int scope_hash(const EVP_MD *md, const char *s, char out[REQ_SCOPE_HASH +
 	return 0;
 }
 
+/* REQ_SCOPE_HASH hex digits over the system/developer messages, or "-". */
+static int system_hash(const EVP_MD *md, const semcache_request *r, char out[REQ_SCOPE_HASH + 1])
+{
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+	bool any = false;
+	int rc = -ENOMEM;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	if (!ctx || EVP_DigestInit_ex2(ctx, md, NULL) != 1)
+		goto out;
+	for (size_t i = 0; i < r->n_messages; i++) {
+		const char *role = r->messages[i].role;
+		if (strcmp(role, "system") != 0 && strcmp(role, "developer") != 0)
+			continue;
+		any = true;
+		if (!put_str(ctx, role) || !put_str(ctx, r->messages[i].content))
+			goto out;
+	}
+	if (!any) {
+		out[0] = '-';
+		out[1] = '\0';
+		rc = 0;
+		goto out;
+	}
+	if (EVP_DigestFinal_ex(ctx, d, &dlen) != 1 || dlen < REQ_SCOPE_HASH / 2)
+		goto out;
+	req_hex(d, REQ_SCOPE_HASH / 2, out);
+	rc = 0;
+out:
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
 /* ------------------------------------------------------------------------
  * Public entry point
  * ---------------------------------------------------------------------- */
 SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCACHE_KEY_LEN],
                                       char *scope, size_t scope_len)
 {
-	char digest[65], th[REQ_SCOPE_HASH + 1], ch[REQ_SCOPE_HASH + 1];
+	char digest[65], th[REQ_SCOPE_HASH + 1], ch[REQ_SCOPE_HASH + 1], sh[REQ_SCOPE_HASH + 1];
 	const EVP_MD *md;
 	int rc, n;
 
@@ -249,7 +287,12 @@ SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCAC
 	/* Size the scope before any work, so a short buffer costs no hashing
 	 * of a long conversation. */
 	const char *bucket = temperature_bucket(r->temperature);
-	size_t need = strlen("m=;t=;c=;T=") + strlen(r->model) +
+	bool has_system = false;
+	for (size_t i = 0; i < r->n_messages; i++)
+		has_system |= !strcmp(r->messages[i].role, "system") ||
+		              !strcmp(r->messages[i].role, "developer");
+	size_t need = strlen("m=;t=;c=;s=;T=") + strlen(r->model) +
+	              (has_system ? REQ_SCOPE_HASH : 1) +
 	              (r->tools ? REQ_SCOPE_HASH : 1) +
 	              (r->tool_choice ? REQ_SCOPE_HASH : 1) + strlen(bucket) + 1;
 	if (scope_len < need)
@@ -262,6 +305,8 @@ SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCAC
 	if (rc == 0)
 		rc = scope_hash(md, r->tool_choice, ch);
 	if (rc == 0)
+		rc = system_hash(md, r, sh);
+	if (rc == 0)
 		rc = request_digest(md, r, digest);
 	if (rc < 0)
 		return rc;
@@ -270,7 +315,7 @@ SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCAC
 	n = snprintf(key, SEMCACHE_KEY_LEN, "%s:%s", r->model, digest);
 	if (n < 0 || (size_t)n >= SEMCACHE_KEY_LEN)
 		return -EINVAL; /* unreachable after request_check() */
-	n = snprintf(scope, scope_len, "m=%s;t=%s;c=%s;T=%s", r->model, th, ch, bucket);
+	n = snprintf(scope, scope_len, "m=%s;t=%s;c=%s;s=%s;T=%s", r->model, th, ch, sh, bucket);
 	if (n < 0 || (size_t)n + 1 != need)
 		return -EINVAL; /* unreachable: need was computed from the same parts */
 	return 0;

@@ -373,15 +373,18 @@ typedef struct semcache_request {
  *          of model, every message (role and content), temperature,
  *          max_tokens, tools and tool_choice.  Requests differing in any of
  *          them get different keys; the model prefix lets
- *          semcache_invalidate(ns, "<model>:") drop one model's entries.
+ *          semcache_invalidate(ns, "<model>:") drop one model's entries
+ *          (model names may contain ':', as "llama3:8b" does, so the prefix
+ *          "llama3:" also matches "llama3:8b:..." keys; use the full name).
  *  scope = what may answer each other semantically: model, a hash of tools
- *          and tool_choice, and a temperature bucket (0, <=0.5, <=1, >1,
- *          unset), so an answer from another model or tool set never comes
- *          back for a paraphrase.
+ *          and tool_choice, a hash of the system/developer messages, and a
+ *          temperature bucket (0, <=0.5, <=1, >1, unset), so an answer from
+ *          another model, tool set or system prompt never comes back for a
+ *          paraphrase.
  * The namespace is not part of either: pass it to put/get/search, which
  * mix it into the digest and the scope tag.
  * Errors: -EINVAL (NULL fields, model longer than 127 bytes, bad counts),
- * -ENAMETOOLONG (scope_len too small).
+ * -ENAMETOOLONG (scope_len too small), -ENOMEM (libcrypto failure).
  */
 SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCACHE_KEY_LEN],
                                       char *scope, size_t scope_len);

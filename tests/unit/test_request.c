@@ -203,12 +203,27 @@ Test(request, scope_same_for_paraphrased_messages)
 	fixture_init(&f);
 	fixture_init(&g);
 	g.msg[1].content = "Which city is the capital of France?";
-	g.msg[0].content = "Answer briefly.";
 	g.r.max_tokens = 64;
 	g.r.temperature = 0.4; /* same bucket as 0.2 */
 	req_out a = build(&f.r), b = build(&g.r);
 	cr_expect_str_neq(a.key, b.key);
 	cr_expect_str_eq(a.scope, b.scope);
+}
+
+Test(request, scope_differs_across_system_prompts)
+{
+	req_fixture f, g, h;
+
+	fixture_init(&f);
+	fixture_init(&g);
+	fixture_init(&h);
+	cr_assert_str_eq(f.msg[0].role, "system");
+	g.msg[0].content = "You are a pirate. Answer in pirate speak.";
+	h.msg[0].role = "user"; /* no system message at all */
+	req_out a = build(&f.r), b = build(&g.r), c = build(&h.r);
+	cr_expect_str_neq(a.scope, b.scope, "another system prompt shares the scope");
+	cr_expect_str_neq(a.scope, c.scope, "no system prompt shares the scope");
+	cr_expect(strstr(c.scope, ";s=-;") != NULL, "absent system prompt not marked: %s", c.scope);
 }
 
 Test(request, scope_differs_across_model_tools_choice_and_temperature_bucket)
