@@ -14,6 +14,16 @@
 
 #include "semcache.h"
 
+/* xorshift64: a tiny deterministic generator for test workloads. */
+static inline uint64_t test_rng(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
 /* A fresh path under /dev/shm (or TMPDIR) unique to this process and call. */
 static inline void test_path(char *buf, size_t len, const char *tag)
 {

@@ -20,20 +20,11 @@
 
 static char path[256], copy[300];
 
-static uint64_t rng(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 static void emb(int k, float *e)
 {
 	uint64_t s = (uint64_t)k * 7919 + 3;
 	for (int i = 0; i < DIM; i++)
-		e[i] = (float)(rng(&s) % 1000) / 1000.0f - 0.5f;
+		e[i] = (float)(test_rng(&s) % 1000) / 1000.0f - 0.5f;
 }
 
 static semcache_options hostile_options(void)
@@ -78,11 +69,11 @@ static void use_segment(semcache *c, uint64_t *s)
 	int rc = semcache_verify(c, report, sizeof report);
 	cr_assert_eq(rc, 0, "damaged copy not repaired on attach:\n%s", report);
 	for (int i = 0; i < 300; i++) {
-		int k = (int)(rng(s) % 450);
+		int k = (int)(test_rng(s) % 450);
 		snprintf(key, sizeof key, "key-%d", k);
 		snprintf(expect, sizeof expect, "ns/%s/", key);
 		semcache_response *out = NULL;
-		switch (rng(s) % 5) {
+		switch (test_rng(s) % 5) {
 		case 0:
 		case 1:
 			rc = semcache_get(c, "ns", key, 0, &out);
@@ -136,11 +127,11 @@ Test(hostile, flipped_bytes_give_an_error_or_correct_operation, .timeout = 600)
 	uint64_t s = 0x5eed;
 	for (int r = 0; r < rounds; r++) {
 		memcpy(buf, orig, size);
-		int flips = 1 + (int)(rng(&s) % 32);
+		int flips = 1 + (int)(test_rng(&s) % 32);
 		for (int f = 0; f < flips; f++) {
 			/* half in the header (immutable and mutable parts), half anywhere */
-			size_t at = (rng(&s) & 1) ? rng(&s) % 4096 : rng(&s) % size;
-			buf[at] ^= (uint8_t)(1u << (rng(&s) % 8));
+			size_t at = (test_rng(&s) & 1) ? test_rng(&s) % 4096 : test_rng(&s) % size;
+			buf[at] ^= (uint8_t)(1u << (test_rng(&s) % 8));
 		}
 		fd = open(copy, O_RDWR | O_CREAT | O_TRUNC, 0600);
 		cr_assert_eq(write(fd, buf, size), (ssize_t)size);

@@ -31,21 +31,12 @@ struct shared_counts {
 static struct shared_counts *counts;
 static char path[256];
 
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 static void key_embedding(int k, float *e)
 {
 	/* deterministic per key, so a semantic hit can be checked */
 	uint64_t s = (uint64_t)k * 0x9e3779b97f4a7c15ull + 1;
 	for (int i = 0; i < DIM; i++)
-		e[i] = (float)((rng_next(&s) >> 11) * (1.0 / 9007199254740992.0)) - 0.5f;
+		e[i] = (float)((test_rng(&s) >> 11) * (1.0 / 9007199254740992.0)) - 0.5f;
 }
 
 /* Body names the key, so a reader can check it got the entry it asked for. */
@@ -55,7 +46,7 @@ static void worker_loop(semcache *c, uint64_t seed, long ops, volatile int *stop
 	float e[DIM];
 	uint64_t s = seed | 1;
 	for (long i = 0; (ops < 0 || i < ops) && !(stop && *stop); i++) {
-		uint64_t r = rng_next(&s);
+		uint64_t r = test_rng(&s);
 		int k = (int)(r % KEYS);
 		const char *ns = (r >> 20) & 1 ? "ns-a" : "ns-b";
 		snprintf(key, sizeof key, "key-%d", k);
@@ -240,16 +231,16 @@ Test(stress, kill9_torture)
 	pid_t w[P];
 	uint64_t seed = 42, kills = 0;
 	for (int i = 0; i < P; i++)
-		w[i] = spawn_worker(rng_next(&seed));
+		w[i] = spawn_worker(test_rng(&seed));
 	double end = now_s() + seconds;
 	while (now_s() < end) {
-		struct timespec ts = { 0, (long)(50 + rng_next(&seed) % 51) * 1000000L };
+		struct timespec ts = { 0, (long)(50 + test_rng(&seed) % 51) * 1000000L };
 		nanosleep(&ts, NULL);
-		int victim = (int)(rng_next(&seed) % P);
+		int victim = (int)(test_rng(&seed) % P);
 		kill(w[victim], SIGKILL);
 		waitpid(w[victim], NULL, 0);
 		kills++;
-		w[victim] = spawn_worker(rng_next(&seed));
+		w[victim] = spawn_worker(test_rng(&seed));
 	}
 	for (int i = 0; i < P; i++) {
 		kill(w[i], SIGKILL);
