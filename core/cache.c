@@ -711,34 +711,37 @@ static int ref_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_
 	else if (len == 0 || len > c->max_payload || nb != sc_blocks_for(c, len))
 		r = READ_BAD;
 	if (r == READ_OK) {
-		uint32_t plen = len < SC_REF_PREFIX ? len : SC_REF_PREFIX;
 		if (!grow((void **)&t->rbuf, &t->rcap, len))
 			return -ENOMEM;
-		/* a prefix is enough to find the content; a short record is read whole */
-		uint32_t pnb = sc_blocks_for(c, plen);
-		if (sc_arena_read(c, head, pnb, t->rbuf, plen) < 0) {
-			r = READ_BAD;
-		} else {
-			sc_ids ids;
-			size_t off = 0, clen = 0;
-			int sr = sc_codec_content_span(t->rbuf, plen, len, &ids, &off, &clen);
-			if (sr < 0 && plen < len) {
-				/* content header beyond the prefix: copy it all */
-				if (sc_arena_read(c, head, nb, t->rbuf, len) < 0 ||
-				    sc_codec_content_span(t->rbuf, len, len, &ids, &off, &clen) < 0)
-					r = READ_BAD;
-				else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key))
-					r = READ_EMPTY;
-				else if ((r = ref_copy(ref, t->rbuf, len, off, clen)) == 0)
-					ref->len = clen;
-			} else if (sr < 0) {
+		/* The identity and the content header sit at the front: parse the
+		 * first block, then (rarely: long namespace or key) a 4 KB prefix. */
+		uint32_t plen = len < c->block_size ? len : c->block_size;
+		sc_ids ids;
+		size_t off = 0, clen = 0;
+		int sr = -1;
+		if (sc_arena_read(c, head, 1, t->rbuf, plen) == 0)
+			sr = sc_codec_content_span(t->rbuf, plen, len, &ids, &off, &clen);
+		if (sr < 0 && plen < len) {
+			plen = len < SC_REF_PREFIX ? len : SC_REF_PREFIX;
+			if (sc_arena_read(c, head, sc_blocks_for(c, plen), t->rbuf, plen) == 0)
+				sr = sc_codec_content_span(t->rbuf, plen, len, &ids, &off, &clen);
+		}
+		if (sr < 0 && plen < len) {
+			/* content header beyond the prefix: copy it all */
+			if (sc_arena_read(c, head, nb, t->rbuf, len) < 0 ||
+			    sc_codec_content_span(t->rbuf, len, len, &ids, &off, &clen) < 0)
 				r = READ_BAD;
-			} else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key)) {
+			else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key))
 				r = READ_EMPTY;
-			} else {
-				r = ref_build(c, head, nb, off, clen, ref);
+			else if ((r = ref_copy(ref, t->rbuf, len, off, clen)) == 0)
 				ref->len = clen;
-			}
+		} else if (sr < 0) {
+			r = READ_BAD;
+		} else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key)) {
+			r = READ_EMPTY;
+		} else {
+			r = ref_build(c, head, nb, off, clen, ref);
+			ref->len = clen;
 		}
 		if (r < 0)
 			return r;

@@ -78,22 +78,25 @@ static const sc_kernel *const sc_kernels[SC_K_COUNT] = {
 };
 
 /*
- * The avx512 kernel uses VNNI for int8 and VPOPCNTDQ for sign bits, so it
- * needs all five extensions (Ice Lake, Zen 4 and later); a Skylake-X gets
- * the avx2 kernel.  __builtin_cpu_supports() also checks that the OS saves
- * the wide registers (XCR0), so a hypervisor that hides them is honoured.
+ * The avx512 kernel uses VNNI for int8, VPOPCNTDQ for sign bits and
+ * 256-bit FMA (with VL masking) for floats, so it needs all of these (Ice
+ * Lake, Zen 4 and later); a Skylake-X gets the avx2 kernel.
+ * __builtin_cpu_supports() also checks that the OS saves the wide
+ * registers (XCR0), so a hypervisor or valgrind that hides them is
+ * honoured.
  */
 static int sc_cpu_rank(void)
 {
+	int avx2;
+
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+	       __builtin_cpu_supports("popcnt");
+	if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
 	    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
 	    __builtin_cpu_supports("avx512vpopcntdq"))
 		return SC_K_AVX512;
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-	    __builtin_cpu_supports("popcnt"))
-		return SC_K_AVX2;
-	return SC_K_SCALAR;
+	return avx2 ? SC_K_AVX2 : SC_K_SCALAR;
 }
 
 /* ASCII case-insensitive equality; strcasecmp is not in C11. */

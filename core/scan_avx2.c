@@ -10,7 +10,8 @@
  * f32: the scan is bound by memory bandwidth, not arithmetic, so the inner
  * loop only has to keep enough loads in flight: four independent FMA
  * chains over 32 floats, then 8-float steps, then a masked load for the
- * last dim % 8 floats.  The masked load matters for correctness, not just
+ * last dim % 8 floats.  The hardware prefetcher follows this dense stream
+ * on its own (software prefetch measured slower, see scan_avx512.c).  The masked load matters for correctness, not just
  * speed: the padding floats between dim and the row stride are whatever a
  * writer left there and must not enter the sum.  scan_f32 scores a row
  * with the very same routine as dot(), so a re-score of a kept row
@@ -33,9 +34,9 @@
 
 #define SC_AVX2 __attribute__((target("avx2,fma,popcnt")))
 
-/* How far ahead the scans prefetch, in bytes of row data: the row that
- * starts about this far ahead is prefetched whole if it will be scored.
- * See scan_avx512.c for why and for the measurements behind the value. */
+/* How far ahead the quantised scans prefetch, in bytes of row data: the
+ * row that starts about this far ahead is prefetched whole if it will be
+ * scored.  See scan_avx512.c for why and for the measurements behind it. */
 #ifndef SC_AVX2_PF_BYTES
 #define SC_AVX2_PF_BYTES 4096u
 #endif
@@ -109,11 +110,8 @@ SC_AVX2 static size_t sc_avx2_scan_f32(const float *matrix, size_t stride,
 		return 0;
 	if (now < 0)
 		now = 0;
-	const size_t pf = sc_pf_rows((size_t)dim * sizeof(float));
 	for (size_t r = 0; r < nrows; r++) {
 		float s;
-		if (r + pf < nrows && sc_row_live(&meta[r + pf], scope, now))
-			sc_avx2_prefetch(matrix + (r + pf) * stride, (size_t)dim * sizeof(float));
 		if (!sc_row_live(&meta[r], scope, now))
 			continue;
 		s = sc_avx2_dot_row(matrix + r * stride, q, dim);
@@ -150,7 +148,7 @@ SC_AVX2 static size_t sc_avx2_scan_i8(const int8_t *qmatrix, size_t qstride, con
 	const size_t pf = sc_pf_rows(dim);
 	for (size_t r = 0; r < nrows; r++) {
 		const int8_t *row = qmatrix + r * qstride;
-		__m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+		__m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256(), w;
 		__m128i x;
 		size_t i = 0;
 		float s;
@@ -173,10 +171,12 @@ SC_AVX2 static size_t sc_avx2_scan_i8(const int8_t *qmatrix, size_t qstride, con
 			a1 = sc_avx2_dot_i8_step(a1, _mm256_loadu_si256((const __m256i *)rt), qt);
 		}
 		a0 = _mm256_add_epi32(a0, a1);
-		x = _mm_add_epi32(_mm256_castsi256_si128(a0), _mm256_extracti128_si256(a0, 1));
-		x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
-		x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 1));
-		s = (float)_mm_cvtsi128_si32(x) * scale[r] * qk;
+		/* lanes summed in 64 bits: exact for any dim below 2^20 */
+		w = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(a0)),
+		                     _mm256_cvtepi32_epi64(_mm256_extracti128_si256(a0, 1)));
+		x = _mm_add_epi64(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+		x = _mm_add_epi64(x, _mm_unpackhi_epi64(x, x));
+		s = (float)_mm_cvtsi128_si64(x) * scale[r] * qk;
 		if (n < k || s > top[k - 1].score)
 			sc_topk_push(top, &n, k, (uint32_t)r, s);
 	}
@@ -233,6 +233,9 @@ SC_AVX2 static size_t sc_avx2_scan_bits(const uint8_t *bits, size_t qstride,
 	return n;
 }
 
+/* Declared here rather than in scan.h: only scan.c, which checks the CPU
+ * first, may hand this table out. */
+extern const sc_kernel sc_kernel_avx2;
 const sc_kernel sc_kernel_avx2 = {
 	.name = "avx2",
 	.dot = sc_avx2_dot,

@@ -6,24 +6,35 @@
  * file builds with the project's generic flags; scan.c hands this table
  * out only after checking all five extensions.
  *
- * f32: at 768 dims a row is 3 KiB, and a 100k-row matrix is 300 MB, far
- * past any cache, so the scan runs at whatever rate one core can pull
- * lines from DRAM; arithmetic is a small fraction of the budget.  The loop
- * therefore keeps four independent FMA chains over 64 floats and a
- * byte-exact masked load for the last dim % 16 floats (the padding up to
- * the stride holds whatever a writer left there, NaN included, and masked
- * lanes are neither summed nor faulted on).  What does move the needle is
- * the memory side: the row SC_AVX512_PF_ROWS ahead is prefetched line by
- * line, but only if it will be scored, so filtered-out rows cost nothing
- * beyond their 16 bytes of metadata.  scan_f32 scores with the very routine
- * dot() uses, so a re-score of a kept row matches its scan score bit for bit.
+ * f32: at 768 dims a row is 3 KiB and a 100k-row matrix 300 MB, far past
+ * any cache, so the scan runs at whatever rate one core can pull lines
+ * from DRAM; arithmetic is a small part of the budget.  Two measured
+ * surprises shape the loop (Zen 5, 100k rows, 384..1536 dims, ratio to a
+ * plain read loop in the same run):
+ *  - 512-bit FMAs over the rows reach only 0.73-0.90 once the per-row
+ *    filter and top-k bookkeeping surround them, while the same loop on
+ *    256-bit vectors reaches 0.94-1.07.  The demand loads of the wider loop
+ *    appear to run into the hardware prefetcher's stream instead of
+ *    trailing it.  So f32 uses ymm registers, with AVX-512VL's masked
+ *    loads for the tail.
+ *  - Software prefetch of rows ahead did not help the dense f32 stream
+ *    (it cost up to 10% at 768 and 1536 dims), so there is none here; the
+ *    short quantised rows below are another matter.
+ * Four independent FMA chains over 32 floats, 8-float steps, then a
+ * masked load for the last dim % 8 floats: the padding up to the stride
+ * holds whatever a writer left there, NaN included, and masked lanes are
+ * neither summed nor faulted on.  scan_f32 scores with the very routine
+ * dot() uses, so a re-score of a kept row matches its scan score bit for
+ * bit.
  *
  * int8: vpdpbusd multiplies unsigned by signed bytes.  Rather than keeping
  * a per-row sum to undo a bias, the row is made unsigned by flipping its
  * sign bit (r ^ 0x80 == r + 128 as an unsigned byte) and the query stays
  * signed, so the bias is 128 * sum(q), one constant per query.  Masked-off
  * tail bytes of the query load as 0, which zeroes their products whatever
- * the row holds.
+ * the row holds.  Each 32-bit lane gathers dim/16 products of at most
+ * 255 * 128, and lanes are summed in 64 bits, so the dot is exact for any
+ * dim below 2^20.
  *
  * bits: XOR, then vpopcntq into 64-bit lanes; the last partial block is
  * masked to dim bits in both operands.
@@ -33,18 +44,16 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define SC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vpopcntdq")))
+#define SC_AVX512 \
+	__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vpopcntdq")))
 
 /*
- * How far ahead the scans prefetch, in bytes of row data.  The hardware
- * stream prefetcher alone leaves this loop short of the bandwidth a plain
- * read loop gets (it is tuned for loads arriving slower than 512-bit ones
- * do, and it restarts at every 4 KiB page), so each scan prefetches the
- * row that starts about this far ahead, whole, if it will be scored.
- * Measured on Zen 5 at 384..1536 dims: none 0.70-0.87 of read bandwidth,
- * 2-8 KiB ahead 0.90-1.0, 12 KiB and more falls off again (prefetched
- * lines start to be evicted before use).  For the short sign-bit rows the
- * gain is larger still, 10 -> 25 GB/s from DRAM.
+ * How far ahead the quantised scans prefetch, in bytes of row data.  A
+ * sign-bit row is 96 bytes at 768 dims; without help the scan pulled such
+ * rows from DRAM at 10 GB/s, well under half the read bandwidth.  Asking
+ * for the row about 4 KiB ahead (if it will be scored) lifts that to
+ * 25-33 GB/s; 1-2 KiB is too short to cover DRAM latency and 8 KiB gains
+ * nothing more.
  */
 #ifndef SC_AVX512_PF_BYTES
 #define SC_AVX512_PF_BYTES 4096u
@@ -63,23 +72,28 @@ static inline uint64_t sc_low_bits(size_t n)
 
 SC_AVX512 static inline float sc_avx512_dot_row(const float *a, const float *b, uint32_t dim)
 {
-	__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-	__m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+	__m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+	__m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+	__m128 x;
 	size_t i = 0;
 
-	for (; i + 64 <= dim; i += 64) {
-		s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-		s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-		s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-		s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+	for (; i + 32 <= dim; i += 32) {
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+		s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+		s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
 	}
-	for (; i + 16 <= dim; i += 16)
-		s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+	for (; i + 8 <= dim; i += 8)
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
 	if (i < dim) {
-		__mmask16 m = (__mmask16)sc_low_bits(dim - i);
-		s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+		__mmask8 m = (__mmask8)sc_low_bits(dim - i);
+		s1 = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(m, a + i), _mm256_maskz_loadu_ps(m, b + i), s1);
 	}
-	return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+	s0 = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+	x = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+	x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+	x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+	return _mm_cvtss_f32(x);
 }
 
 SC_AVX512 static float sc_avx512_dot(const float *a, const float *b, uint32_t dim)
@@ -113,11 +127,8 @@ SC_AVX512 static size_t sc_avx512_scan_f32(const float *matrix, size_t stride,
 		return 0;
 	if (now < 0)
 		now = 0;
-	const size_t pf = sc_pf_rows((size_t)dim * sizeof(float));
 	for (size_t r = 0; r < nrows; r++) {
 		float s;
-		if (r + pf < nrows && sc_row_live(&meta[r + pf], scope, now))
-			sc_avx512_prefetch(matrix + (r + pf) * stride, (size_t)dim * sizeof(float));
 		if (!sc_row_live(&meta[r], scope, now))
 			continue;
 		s = sc_avx512_dot_row(matrix + r * stride, q, dim);
@@ -171,7 +182,10 @@ SC_AVX512 static size_t sc_avx512_scan_i8(const int8_t *qmatrix, size_t qstride,
 		if (km)
 			a1 = _mm512_dpbusd_epi32(a1, _mm512_xor_si512(_mm512_maskz_loadu_epi8(km, row + full), flip),
 			                         qt);
-		d = (int64_t)_mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)) - bias;
+		a0 = _mm512_add_epi32(a0, a1);
+		d = _mm512_reduce_add_epi64(_mm512_add_epi64(
+			_mm512_cvtepi32_epi64(_mm512_castsi512_si256(a0)),
+			_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a0, 1)))) - bias;
 		s = (float)d * scale[r] * qk;
 		if (n < k || s > top[k - 1].score)
 			sc_topk_push(top, &n, k, (uint32_t)r, s);
@@ -232,6 +246,9 @@ SC_AVX512 static size_t sc_avx512_scan_bits(const uint8_t *bits, size_t qstride,
 	return n;
 }
 
+/* Declared here rather than in scan.h: only scan.c, which checks the CPU
+ * first, may hand this table out. */
+extern const sc_kernel sc_kernel_avx512;
 const sc_kernel sc_kernel_avx512 = {
 	.name = "avx512",
 	.dot = sc_avx512_dot,

@@ -131,6 +131,9 @@ static size_t sc_scalar_scan_bits(const uint8_t *bits, size_t qstride, const sc_
 	return n;
 }
 
+/* Declared here rather than in scan.h: only scan.c, which checks the CPU
+ * first, may hand this table out. */
+extern const sc_kernel sc_kernel_scalar;
 const sc_kernel sc_kernel_scalar = {
 	.name = "scalar",
 	.dot = sc_scalar_dot,
