@@ -26,18 +26,22 @@ extern const sc_kernel sc_kernel_avx2;
 extern const sc_kernel sc_kernel_avx512;
 
 /* Not in scan.h: exposed for the unit test of the SEMCACHE_KERNEL parsing. */
-const sc_kernel *sc_kernel_pick(const char *want);
 
 /* ---------------------------------------------------------------- top-k */
 
 /*
- * top[] is kept sorted best first.  A newcomer goes after every kept entry
- * that scores at least as well, so among equal scores the row seen first
- * stays ahead; together with "must strictly beat the worst" this makes the
- * best-C prefix of a best-k list (C < k) the same list a scan with k = C
- * would have kept, which the two-stage scan relies on to try several
+ * top[] is kept sorted best first, by score and, among equal scores, by
+ * lower row: a total order, so what a scan keeps does not depend on the
+ * order it visits rows in (kernels may walk several streams at once), and
+ * the best-C prefix of a best-k list (C < k) is exactly what a scan with
+ * k = C keeps, which the two-stage scan relies on to try several
  * candidate counts from one pass.
  */
+static inline int sc_cand_before(float s, uint32_t row, const sc_cand *c)
+{
+	return s > c->score || (s == c->score && row < c->row);
+}
+
 void sc_topk_push(sc_cand *top, size_t *n, size_t k, uint32_t row, float score)
 {
 	size_t cnt = *n, lo = 0, hi;
@@ -47,18 +51,18 @@ void sc_topk_push(sc_cand *top, size_t *n, size_t k, uint32_t row, float score)
 	if (cnt > k)  /* a caller's bookkeeping error: never write past k */
 		cnt = k;
 	if (cnt == k) {
-		if (!(score > top[k - 1].score))
+		if (!sc_cand_before(score, row, &top[k - 1]))
 			return;
 		cnt--;  /* the worst entry falls off */
 	}
-	/* Binary search for the first entry scoring strictly less. */
+	/* Binary search for the first entry the newcomer goes before. */
 	hi = cnt;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (top[mid].score >= score)
-			lo = mid + 1;
-		else
+		if (sc_cand_before(score, row, &top[mid]))
 			hi = mid;
+		else
+			lo = mid + 1;
 	}
 	memmove(&top[lo + 1], &top[lo], (cnt - lo) * sizeof top[0]);
 	top[lo].row = row;

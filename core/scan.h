@@ -41,8 +41,11 @@ typedef struct sc_cand {
 } sc_cand;
 
 /* Top-k keeper shared by all kernels: top[0..*n) sorted by score, best
- * first; k >= 1.  Inserts (row, score) when it beats the worst kept or
- * fewer than k are kept; ignores NaN. */
+ * first, ties broken by the lower row (a total order, so kernels may visit
+ * rows in any order and agree); k >= 1.  Inserts (row, score) when it beats
+ * the worst kept or fewer than k are kept; ignores NaN.  Within one kernel,
+ * scan_f32 scores equal dot() bit for bit, so a re-score of an unchanged
+ * row reproduces the scan's score. */
 void sc_topk_push(sc_cand *top, size_t *n, size_t k, uint32_t row, float score);
 
 typedef struct sc_kernel {
@@ -75,6 +78,8 @@ typedef struct sc_kernel {
 const sc_kernel *sc_kernel_select(void);
 /* A kernel by name if the CPU supports it, else NULL. */
 const sc_kernel *sc_kernel_by_name(const char *name);
+/* The kernel SEMCACHE_KERNEL=want would select (NULL = the best), uncached. */
+const sc_kernel *sc_kernel_pick(const char *want);
 
 /* Quantisation helpers (scalar, used at put time and for queries).
  * stride is in elements: int8 bytes for i8, bytes for bits. */

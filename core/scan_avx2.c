@@ -10,8 +10,9 @@
  * f32: the scan is bound by memory bandwidth, not arithmetic, so the inner
  * loop only has to keep enough loads in flight: four independent FMA
  * chains over 32 floats, then 8-float steps, then a masked load for the
- * last dim % 8 floats.  The hardware prefetcher follows this dense stream
- * on its own (software prefetch measured slower, see scan_avx512.c).  The masked load matters for correctness, not just
+ * last dim % 8 floats.  Rows are visited as two interleaved sequential
+ * streams and without software prefetch, for the reasons measured in
+ * scan_avx512.c.  The masked load matters for correctness, not just
  * speed: the padding floats between dim and the row stride are whatever a
  * writer left there and must not enter the sum.  scan_f32 scores a row
  * with the very same routine as dot(), so a re-score of a kept row
@@ -110,13 +111,18 @@ SC_AVX2 static size_t sc_avx2_scan_f32(const float *matrix, size_t stride,
 		return 0;
 	if (now < 0)
 		now = 0;
-	for (size_t r = 0; r < nrows; r++) {
-		float s;
-		if (!sc_row_live(&meta[r], scope, now))
-			continue;
-		s = sc_avx2_dot_row(matrix + r * stride, q, dim);
-		if (s >= threshold && (n < k || s > top[k - 1].score))
-			sc_topk_push(top, &n, k, (uint32_t)r, s);
+	/* Two streams: row r of the first half, then row r of the second
+	 * (see scan_avx512.c). */
+	const size_t half = nrows - nrows / 2;
+	for (size_t r = 0; r < half; r++) {
+		for (size_t row = r; row < nrows; row += half) {
+			float s;
+			if (!sc_row_live(&meta[row], scope, now))
+				continue;
+			s = sc_avx2_dot_row(matrix + row * stride, q, dim);
+			if (s >= threshold && (n < k || s >= top[k - 1].score))
+				sc_topk_push(top, &n, k, (uint32_t)row, s);
+		}
 	}
 	return n;
 }

@@ -8,16 +8,20 @@
  * carry garbage (NaN, set bits) in their padding, so a kernel that reads
  * past dim fails loudly instead of by a rounding error.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* setenv, mmap flags under -std=c11 */
+#endif
 #include <criterion/criterion.h>
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "scan.h"
 
 /* Not in scan.h; see scan.c. */
-const sc_kernel *sc_kernel_pick(const char *want);
 
 static const char *const kernel_names[] = { "scalar", "avx2", "avx512" };
 #define NKERNELS 3
@@ -152,15 +156,20 @@ Test(topk, push_ignores_nan)
 	cr_assert_eq(top[0].row, 2);
 }
 
-Test(topk, push_keeps_first_of_equal_scores)
+/* Equal scores are ordered by row, so the result does not depend on the
+ * order a kernel visits rows in. */
+Test(topk, push_breaks_ties_by_lower_row)
 {
 	sc_cand top[2];
 	size_t n = 0;
 
-	sc_topk_push(top, &n, 2, 1, 0.5f);
+	sc_topk_push(top, &n, 2, 5, 0.5f);
 	sc_topk_push(top, &n, 2, 2, 0.5f);
-	sc_topk_push(top, &n, 2, 3, 0.5f);  /* does not beat the worst kept */
+	sc_topk_push(top, &n, 2, 9, 0.5f);  /* equal score, higher row: out */
 	cr_assert_eq(n, 2);
+	cr_assert_eq(top[0].row, 2);
+	cr_assert_eq(top[1].row, 5);
+	sc_topk_push(top, &n, 2, 1, 0.5f);  /* equal score, lower row: in */
 	cr_assert_eq(top[0].row, 1);
 	cr_assert_eq(top[1].row, 2);
 	sc_topk_push(top, &n, 2, 4, 0.75f);
@@ -336,6 +345,31 @@ Test(f32, scan_matches_brute_force_top_k)
 					better++;
 			cr_assert_eq(better, j, "%s: rank %zu", k->name, j);
 		}
+	}
+	free(m);
+	free(q);
+	free(meta);
+}
+
+Test(f32, equal_scores_keep_the_lowest_rows_in_every_kernel)
+{
+	const uint32_t dim = 33;
+	const size_t rows = 101, stride = sc_row_stride(dim);
+	float *m = make_matrix(rows, dim), *q = make_query(dim);
+	sc_scanmeta *meta = make_meta(rows);
+
+	/* Every row is the same vector: all scores tie exactly. */
+	for (size_t r = 1; r < rows; r++)
+		memcpy(m + r * stride, m, dim * sizeof(float));
+	for (int ki = 0; ki < NKERNELS; ki++) {
+		const sc_kernel *k = sc_kernel_by_name(kernel_names[ki]);
+		sc_cand top[4];
+		if (!k)
+			continue;
+		size_t n = k->scan_f32(m, stride, meta, rows, SCOPE, NOW, q, dim, -1.0f, top, 4);
+		cr_assert_eq(n, 4);
+		for (size_t j = 0; j < n; j++)
+			cr_assert_eq(top[j].row, j, "%s rank %zu: row %u", k->name, j, top[j].row);
 	}
 	free(m);
 	free(q);
@@ -762,4 +796,93 @@ Test(quant, i8_nan_scale_never_returned)
 			cr_assert_neq(top[j].row, 3);
 	}
 	qset_free(&s);
+}
+
+/* At 70000 dims the biased VNNI sum, 255 * 127 * dim, no longer fits in 32
+ * bits: the kernels must still return the exact dot. */
+Test(quant, i8_dot_exact_at_large_dims)
+{
+	const uint32_t dim = 70000;
+	const size_t qs = sc_i8_stride(dim);
+	float *x = malloc(dim * sizeof(float));
+	int8_t *m8 = aligned_alloc(64, 2 * qs), *q8 = aligned_alloc(64, qs);
+	float scale[2], qscale;
+	sc_scanmeta *meta = make_meta(2);
+
+	for (uint32_t i = 0; i < dim; i++)
+		x[i] = 1.0f;
+	scale[0] = sc_quant_i8(x, dim, m8, qs);
+	qscale = sc_quant_i8(x, dim, q8, qs);
+	for (uint32_t i = 0; i < dim; i++)
+		x[i] = (i % 2) ? 1.0f : -1.0f;
+	scale[1] = sc_quant_i8(x, dim, m8 + qs, qs);
+	for (int ki = 0; ki < NKERNELS; ki++) {
+		const sc_kernel *k = sc_kernel_by_name(kernel_names[ki]);
+		sc_cand top[2];
+		if (!k)
+			continue;
+		size_t n = k->scan_i8(m8, qs, scale, meta, 2, SCOPE, NOW, q8, qscale, dim, top, 2);
+		cr_assert_eq(n, 2, "%s", k->name);
+		cr_assert_eq(top[0].row, 0, "%s", k->name);
+		cr_assert(fabsf(top[0].score - 70000.0f) < 1.0f, "%s: %f", k->name, top[0].score);
+		cr_assert(fabsf(top[1].score) < 1.0f, "%s: %f", k->name, top[1].score);
+	}
+	free(x);
+	free(m8);
+	free(q8);
+	free(meta);
+}
+
+/*
+ * Rows that fail the filter must not be read at all: a writer may be in
+ * the middle of them, and reading costs bandwidth.  Each row here sits on
+ * its own page and every filtered-out row's page is inaccessible, so a
+ * kernel that touches one crashes the test.  (Prefetches never fault, so
+ * this checks demand loads only, which is the promise.)
+ */
+Test(filter, filtered_rows_are_never_read)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE), rows = 12;
+	const uint32_t dim = 100;
+	uint8_t *mem = mmap(NULL, rows * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+	                    -1, 0);
+	sc_scanmeta *meta = make_meta(rows);
+	float *q = make_query(dim), scale[12];
+	int8_t q8[128];
+	uint8_t qb[64];
+	float qscale;
+
+	cr_assert(mem != MAP_FAILED);
+	qscale = sc_quant_i8(q, dim, q8, sizeof q8);
+	sc_quant_bits(q, dim, qb, sizeof qb);
+	for (size_t r = 0; r < rows; r++) {
+		float *row = (float *)(mem + r * page);
+		for (uint32_t i = 0; i < dim; i++)
+			row[i] = rndf();
+		normalise(row, dim);
+		scale[r] = 1.0f;
+		switch (r % 4) {
+		case 0: meta[r].scope = SCOPE + 1; break;       /* other scope */
+		case 1: meta[r].sem_expiry_ms = NOW; break;     /* expired */
+		case 2: meta[r].sem_expiry_ms = 0; break;       /* empty */
+		default: continue;                              /* live */
+		}
+		cr_assert_eq(mprotect(mem + r * page, page, PROT_NONE), 0);
+	}
+	for (int ki = 0; ki < NKERNELS; ki++) {
+		const sc_kernel *k = sc_kernel_by_name(kernel_names[ki]);
+		sc_cand top[12];
+		if (!k)
+			continue;
+		/* The same pages serve as f32, int8 and bit rows: any bytes do. */
+		cr_assert_eq(k->scan_f32((const float *)mem, page / sizeof(float), meta, rows, SCOPE,
+		                         NOW, q, dim, -2.0f, top, 12), 3, "%s f32", k->name);
+		cr_assert_eq(k->scan_i8((const int8_t *)mem, page, scale, meta, rows, SCOPE, NOW, q8,
+		                        qscale, dim, top, 12), 3, "%s i8", k->name);
+		cr_assert_eq(k->scan_bits(mem, page, meta, rows, SCOPE, NOW, qb, dim, top, 12), 3,
+		             "%s bits", k->name);
+	}
+	munmap(mem, rows * page);
+	free(meta);
+	free(q);
 }
