@@ -778,7 +778,8 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 	if ((rc = sc_key_digest(ns, key, digest)) < 0)
 		return rc;
 	sc_hkey_make(c, digest, &hk);
-	if (grace && (rc = sc_read_enter(c)) < 0)
+	uint32_t rslot = 0;
+	if (grace && (rc = sc_read_enter(c, &rslot)) < 0)
 		return rc; /* no process record: SEMCACHE_EPROCFULL */
 
 	struct sc_bucket *b = &c->index[sc_index_bucket(c, hk.h)];
@@ -805,6 +806,9 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 			if (r != READ_OK)
 				continue;
 			ref->held_ = grace ? 1 : 2;
+			ref->rec_ = c->proc_idx;
+			ref->slot_ = rslot;
+			ref->owner_ = grace ? atomic_load_explicit(&c->me->owner, memory_order_relaxed) : 0;
 			mark_referenced(c, s);
 			COUNT(c, hits);
 			return 0;
@@ -819,7 +823,7 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 fail:
 	ref_reset(ref);
 	if (grace)
-		sc_read_exit(c);
+		sc_read_exit(c, c->proc_idx, rslot);
 	return rc;
 }
 
@@ -832,8 +836,12 @@ void semcache_release(semcache *c, semcache_ref *ref)
 {
 	if (!ref)
 		return;
-	if (ref->held_ == 1 && c)
-		sc_read_exit(c);
+	/* Only the process that took the reference releases its reader word:
+	 * a copy inherited through fork(), or one released through a handle of
+	 * another process, must not clear this process's words. */
+	if (ref->held_ == 1 && c && c->me && ref->rec_ == c->proc_idx &&
+	    ref->owner_ == atomic_load_explicit(&c->me->owner, memory_order_relaxed))
+		sc_read_exit(c, ref->rec_, ref->slot_);
 	ref->held_ = 0;
 	ref_reset(ref);
 }
@@ -1126,7 +1134,9 @@ int semcache_procs(semcache *c, semcache_proc_info *info, size_t cap, size_t *n)
 		pi->pid = (int32_t)(o & 0xffffffffu);
 		pi->start_time = p->start_time;
 		pi->alive = sc_proc_alive(pi->pid, o >> 32);
-		pi->in_read_section = atomic_load_explicit(&p->reader, memory_order_relaxed) != 0;
+		pi->in_read_section = 0;
+		for (int k = 0; k < SC_READER_SLOTS; k++)
+			pi->in_read_section |= atomic_load_explicit(&p->reader[k], memory_order_relaxed) != 0;
 		pi->counters.sem_miss_best = -2.0f;
 		counters_load(&pi->counters, &p->c);
 	}

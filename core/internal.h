@@ -89,8 +89,8 @@ int sc_proc_alive(int32_t pid, uint64_t start_time);
 uint64_t sc_proc_start_time(int32_t pid);
 uint32_t sc_procs_reap(semcache *c);            /* release dead records; under wlock */
 bool sc_grace_passed(semcache *c, uint64_t epoch); /* under wlock */
-int sc_read_enter(semcache *c);
-void sc_read_exit(semcache *c);
+int sc_read_enter(semcache *c, uint32_t *slot);
+void sc_read_exit(semcache *c, uint32_t rec, uint32_t slot);
 void sc_counters_add(struct sc_counters *to, struct sc_counters *from);
 void sc_count_best_miss(struct sc_counters *c, float sim);
 /* A child forked with an open handle claims its record on its first call,

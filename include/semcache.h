@@ -218,7 +218,11 @@ SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
  * processes, see shm/proc.c).  Hold references briefly: blocks they pin
  * cannot be reused, and when nothing else can be freed, puts fail with
  * SEMCACHE_EFULL.  Every successful call must be paired with one
- * semcache_release(), from any thread of the same process.
+ * semcache_release(), from any thread of the same process (a reference
+ * inherited through fork() is the parent's: releasing it in the child is a
+ * no-op there).  Each reference holds one of 16 reader words of its
+ * process; beyond 16 at once, references share the newest word, so very
+ * many long overlapping references can delay reclamation.
  * Errors: SEMCACHE_ENOTFOUND (miss; nothing to release), -EINVAL, -ENOMEM,
  * SEMCACHE_EPROCFULL (this process has no process record).
  */
@@ -231,6 +235,8 @@ typedef struct semcache_ref {
 	struct iovec inline_iov_[SEMCACHE_REF_INLINE_IOV];
 	struct iovec *heap_iov_;
 	int held_;
+	uint32_t rec_, slot_;   /* the process record and reader word it pins */
+	uint64_t owner_;        /* that record's owner when taken */
 } semcache_ref;
 
 SEMCACHE_API int semcache_get_ref(semcache *c, const char *ns, const char *key,

@@ -15,7 +15,7 @@
  *     448   ..  511     grace-period counter, alone on its line
  *     512   ..  639     counters of departed processes
  *     640   ..  4095    reserved (second tier state goes here)
- *   off_procs         process table: max_procs x struct sc_proc (128 B)
+ *   off_procs         process table: max_procs x struct sc_proc (256 B)
  *   off_index         index: buckets x struct sc_bucket (64 B, 8 ways)
  *   off_slots         slot table: slots x struct sc_slot (128 B)
  *   off_meta          scan metadata: slots x struct sc_scanmeta (16 B)
@@ -42,7 +42,7 @@
  *    hostile value can only fail validation.  The only shared words readers
  *    write are: the slot's CLOCK reference word (set only when clear), its
  *    hit counter, and their own process record.
- *  - Process records: the owning process writes its own reader word and
+ *  - Process records: the owning process writes its own reader words and
  *    counters (relaxed atomics; threads of one process share the record);
  *    claiming and releasing a record is a CAS on its owner word.
  *  - Grace-period counter: advanced by the writer (seq_cst RMW) when it
@@ -169,15 +169,22 @@ struct sc_header {
 	alignas(64) struct sc_counters departed;
 };
 
-/* Process record: the owner word is pid | (start_time & 0xffffffff) << 32,
- * so a reused pid with another start time is a different owner. */
-struct sc_proc { /* 128 bytes, 64-aligned: no two processes share a line */
+/*
+ * Process record: the owner word is pid | (start_time & 0xffffffff) << 32,
+ * so a reused pid with another start time is a different owner.
+ * Reader words: one per zero-copy reference the process holds, (epoch << 16)
+ * | count, 0 = free.  A reference takes a free word of its own, so the epoch
+ * it shows is its own and no other thread's overlapping references can keep
+ * it old; only when all SC_READER_SLOTS are busy does a reference join the
+ * word with the newest epoch (count > 1).
+ */
+#define SC_READER_SLOTS 16
+struct sc_proc { /* 256 bytes, 64-aligned: no two processes share a line */
 	_Atomic uint64_t owner;     /* 0 = free */
-	/* zero-copy reader state: (epoch << 16) | refcount; 0 = quiescent */
-	_Atomic uint64_t reader;
 	uint64_t start_time;        /* clock ticks since boot, for display */
 	struct sc_counters c;       /* written by the owner only (relaxed) */
-	uint8_t pad0_[32];
+	uint8_t pad0_[40];
+	_Atomic uint64_t reader[SC_READER_SLOTS]; /* owner's threads, seq_cst CAS */
 };
 
 /* Slot flags */
@@ -228,7 +235,8 @@ _Static_assert(offsetof(struct sc_header, gp) == 448, "layout");
 _Static_assert(offsetof(struct sc_header, departed) == 512, "layout");
 _Static_assert(sizeof(struct sc_counters) == 72, "layout");
 _Static_assert(sizeof(struct sc_header) <= SC_HDR_SIZE, "layout");
-_Static_assert(sizeof(struct sc_proc) == 128, "layout");
+_Static_assert(sizeof(struct sc_proc) == 256, "layout");
+_Static_assert(offsetof(struct sc_proc, reader) == 128, "layout");
 _Static_assert(sizeof(struct sc_slot) == 128, "layout");
 _Static_assert(offsetof(struct sc_slot, head) == 80, "layout");
 _Static_assert(offsetof(struct sc_slot, ref) == 100, "layout");

@@ -3,12 +3,15 @@
  *
  * liburcu tracks readers per process and cannot see other processes, so the
  * segment carries its own grace periods in the same style.  Each attached
- * process owns one record; its reader word is 0 when the process holds no
- * zero-copy reference, else (epoch << 16) | count, where epoch is the
- * grace-period counter it read when its first reference was taken.  A
- * writer that retired blocks at epoch E may reuse them once every live
- * record is quiescent or shows an epoch > E.  The Dekker-style pairing that
- * makes this sound:
+ * process owns one record with SC_READER_SLOTS reader words; a zero-copy
+ * reference takes a free one and writes (epoch << 16) | 1 into it, epoch
+ * being the grace-period counter it read at entry, and clears it on release.
+ * A word per reference (not per process) matters: with one shared word,
+ * two threads whose references keep overlapping would never let it drop to
+ * zero and its first epoch would block every later grace period.  A writer
+ * that retired blocks at epoch E may reuse them once every live record's
+ * words are 0 or show an epoch > E.  The Dekker-style pairing that makes
+ * this sound:
  *
  *   reader: CAS record (seq_cst) ; fence ; read slot -> blocks
  *   writer: unlink blocks from slot ; gp++ (seq_cst) ; read records
@@ -146,7 +149,8 @@ static void release_record(semcache *c, struct sc_proc *p, uint64_t owner)
 {
 	sc_counters_add(&c->hdr->departed, &p->c);
 	memset(&p->c, 0, sizeof p->c);
-	atomic_store_explicit(&p->reader, 0, memory_order_relaxed);
+	for (int i = 0; i < SC_READER_SLOTS; i++)
+		atomic_store_explicit(&p->reader[i], 0, memory_order_relaxed);
 	/* Only the exact dead owner is replaced: if someone else already
 	 * reclaimed and reused the record, leave it alone. */
 	atomic_compare_exchange_strong_explicit(&p->owner, &owner, 0,
@@ -186,7 +190,8 @@ int sc_proc_attach(semcache *c)
 			                                             memory_order_relaxed))
 				continue;
 			p->start_time = start;
-			atomic_store_explicit(&p->reader, 0, memory_order_relaxed);
+			for (int r = 0; r < SC_READER_SLOTS; r++)
+				atomic_store_explicit(&p->reader[r], 0, memory_order_relaxed);
 			memset(&p->c, 0, sizeof p->c);
 			uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_relaxed);
 			while (hwm < i + 1 &&
@@ -220,7 +225,8 @@ void sc_proc_detach(semcache *c)
 		release_record(c, p, o);
 		sc_wunlock(c);
 	} else {
-		atomic_store_explicit(&p->reader, 0, memory_order_relaxed);
+		for (int r = 0; r < SC_READER_SLOTS; r++)
+			atomic_store_explicit(&p->reader[r], 0, memory_order_relaxed);
 		atomic_compare_exchange_strong(&p->owner, &o, 0);
 	}
 	c->me = NULL;
@@ -231,67 +237,93 @@ void sc_proc_detach(semcache *c)
  * ---------------------------------------------------------------------- */
 bool sc_grace_passed(semcache *c, uint64_t epoch)
 {
+	/* Pairs with the seq_cst CAS in sc_read_enter (see the file comment);
+	 * the record count is read after the fence too, so a record claimed
+	 * just before it is seen. */
+	atomic_thread_fence(memory_order_seq_cst);
 	uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_acquire);
 	if (hwm > c->max_procs)
 		hwm = c->max_procs;
-	/* Pairs with the seq_cst CAS in sc_read_enter (see the file comment). */
-	atomic_thread_fence(memory_order_seq_cst);
 	for (uint32_t i = 0; i < hwm; i++) {
 		struct sc_proc *p = &c->procs[i];
-		uint64_t r = atomic_load_explicit(&p->reader, memory_order_seq_cst);
-		if (r == 0 || (r >> 16) > epoch)
-			continue;
-		uint64_t o = atomic_load_explicit(&p->owner, memory_order_acquire);
-		if (o && !owner_alive(o)) {
-			release_record(c, p, o);
-			continue;
+		for (int k = 0; k < SC_READER_SLOTS; k++) {
+			uint64_t r = atomic_load_explicit(&p->reader[k], memory_order_seq_cst);
+			if (r == 0 || (r >> 16) > epoch)
+				continue;
+			uint64_t o = atomic_load_explicit(&p->owner, memory_order_acquire);
+			if (!o)
+				break; /* released record with stale reader words */
+			if (!owner_alive(o)) {
+				release_record(c, p, o);
+				break;
+			}
+			return false;
 		}
-		if (!o)
-			continue; /* released record with a stale reader word */
-		return false;
 	}
 	return true;
 }
 
-int sc_read_enter(semcache *c)
+/* A hint so threads of one process start their search for a free reader
+ * word in different places. */
+static _Thread_local uint32_t reader_hint = UINT32_MAX;
+
+int sc_read_enter(semcache *c, uint32_t *slot)
 {
 	struct sc_proc *p = c->me;
 	if (!p)
 		return SEMCACHE_EPROCFULL;
-	uint64_t cur = atomic_load_explicit(&p->reader, memory_order_relaxed);
-	for (;;) {
-		uint64_t nw;
-		if ((cur & READER_COUNT_MASK) == 0) {
-			uint64_t gp = atomic_load_explicit(&c->hdr->gp, memory_order_seq_cst);
-			nw = (gp << 16) | 1;
-		} else if ((cur & READER_COUNT_MASK) == READER_COUNT_MASK) {
-			return -EMFILE; /* 65535 references held at once */
-		} else {
-			nw = cur + 1;
+	if (reader_hint == UINT32_MAX)
+		reader_hint = (uint32_t)((uintptr_t)&reader_hint >> 6) % SC_READER_SLOTS;
+	uint64_t gp = atomic_load_explicit(&c->hdr->gp, memory_order_seq_cst) & ((UINT64_C(1) << 48) - 1);
+	uint64_t fresh = (gp << 16) | 1;
+	uint32_t best = 0;
+	uint64_t best_epoch = 0;
+	for (uint32_t i = 0; i < SC_READER_SLOTS; i++) {
+		uint32_t k = (reader_hint + i) % SC_READER_SLOTS;
+		uint64_t expect = 0;
+		if (atomic_compare_exchange_strong_explicit(&p->reader[k], &expect, fresh,
+		                                            memory_order_seq_cst,
+		                                            memory_order_relaxed)) {
+			*slot = k;
+			goto entered;
 		}
-		if (atomic_compare_exchange_weak_explicit(&p->reader, &cur, nw,
+		if ((expect >> 16) >= best_epoch && (expect & READER_COUNT_MASK) < READER_COUNT_MASK) {
+			best_epoch = expect >> 16;
+			best = k;
+		}
+	}
+	/* Every word busy: share the newest one (its epoch is at most ours,
+	 * so the sharing is conservative, never unsafe). */
+	for (;;) {
+		uint64_t cur = atomic_load_explicit(&p->reader[best], memory_order_relaxed);
+		uint64_t nw = (cur & READER_COUNT_MASK) == 0 ? fresh
+		            : (cur & READER_COUNT_MASK) == READER_COUNT_MASK ? 0 : cur + 1;
+		if (!nw)
+			return -EMFILE; /* 16 x 65535 references held at once */
+		if (atomic_compare_exchange_weak_explicit(&p->reader[best], &cur, nw,
 		                                          memory_order_seq_cst,
 		                                          memory_order_relaxed))
 			break;
 	}
+	*slot = best;
+entered:
 	atomic_thread_fence(memory_order_seq_cst);
 	return 0;
 }
 
-void sc_read_exit(semcache *c)
+void sc_read_exit(semcache *c, uint32_t rec, uint32_t slot)
 {
-	struct sc_proc *p = c->me;
-	if (!p)
+	if (rec >= c->max_procs || slot >= SC_READER_SLOTS)
 		return;
-	uint64_t cur = atomic_load_explicit(&p->reader, memory_order_relaxed);
+	_Atomic uint64_t *w = &c->procs[rec].reader[slot];
+	uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
 	for (;;) {
 		if ((cur & READER_COUNT_MASK) == 0)
 			return; /* unbalanced release: ignore rather than underflow */
 		uint64_t nw = (cur & READER_COUNT_MASK) == 1 ? 0 : cur - 1;
 		/* release: our reads of the blocks happen before the writer can
 		 * see us quiescent and reuse them */
-		if (atomic_compare_exchange_weak_explicit(&p->reader, &cur, nw,
-		                                          memory_order_release,
+		if (atomic_compare_exchange_weak_explicit(w, &cur, nw, memory_order_release,
 		                                          memory_order_relaxed))
 			return;
 	}

@@ -487,7 +487,8 @@ static int reset_lock_table(semcache *c)
 			sc_counters_add(&c->hdr->departed, &p->c);
 			memset(&p->c, 0, sizeof p->c);
 		}
-		atomic_store_explicit(&p->reader, 0, memory_order_relaxed);
+		for (int k = 0; k < SC_READER_SLOTS; k++)
+			atomic_store_explicit(&p->reader[k], 0, memory_order_relaxed);
 		atomic_store_explicit(&p->owner, 0, memory_order_relaxed);
 	}
 	atomic_store_explicit(&c->hdr->procs_hwm, 0, memory_order_relaxed);

@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sys/wait.h>
 
 #include "../common.h"
@@ -167,4 +168,92 @@ Test(zerocopy, empty_content)
 	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), 0);
 	cr_assert_eq(ref.len, 0);
 	semcache_release(c, &ref);
+}
+
+/* Two threads keep overlapping references (one always held while the other
+ * is re-taken).  With one reader word per process its first epoch would
+ * never drop and every later batch of retired blocks would be stuck. */
+struct overlap_arg {
+	_Atomic int stop;
+	_Atomic int hits;
+};
+
+static void *overlap_reader(void *p)
+{
+	struct overlap_arg *a = p;
+	while (!atomic_load(&a->stop)) {
+		semcache_ref ref;
+		if (semcache_get_ref(c, "ns", "hot", &ref) == 0) {
+			atomic_fetch_add(&a->hits, 1);
+			usleep(200);
+			semcache_release(c, &ref);
+		}
+	}
+	return NULL;
+}
+
+Test(zerocopy, overlapping_references_of_two_threads_do_not_stall_reclamation, .timeout = 60)
+{
+	char *content = pattern(2000, 6);
+	cr_assert_eq(put_simple(c, "ns", "hot", content), 0);
+	struct overlap_arg a = { 0, 0 };
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, overlap_reader, &a);
+	char key[32];
+	int efull = 0;
+	for (int i = 0; i < 400; i++) {
+		snprintf(key, sizeof key, "churn%d", i);
+		int rc = put_simple(c, "ns", i % 8 ? key : "hot", content);
+		efull += rc == SEMCACHE_EFULL;
+		cr_assert(rc == 0 || rc == SEMCACHE_EFULL, "put: %s", semcache_strerror(rc));
+	}
+	atomic_store(&a.stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_gt(atomic_load(&a.hits), 100, "readers never overlapped the writer");
+	cr_assert_eq(efull, 0, "%d puts found the arena held by short-lived references", efull);
+	free(content);
+}
+
+Test(zerocopy, releasing_an_inherited_reference_leaves_the_childs_own_pinned)
+{
+	char *content = pattern(2000, 7), *other = pattern(2000, 8);
+	cr_assert_eq(put_simple(c, "ns", "a", content), 0);
+	cr_assert_eq(put_simple(c, "ns", "b", content), 0);
+	semcache_ref parent_ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "a", &parent_ref), 0);
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	pid_t p = fork();
+	if (p == 0) {
+		semcache_ref own;
+		if (semcache_get_ref(c, "ns", "b", &own) != 0)
+			_exit(2);
+		semcache_release(c, &parent_ref); /* the parent's: must not unpin ours */
+		semcache_proc_info pi[8];
+		size_t n = 0;
+		semcache_procs(c, pi, 8, &n);
+		int pinned = 0;
+		for (size_t i = 0; i < n; i++)
+			if (pi[i].pid == getpid())
+				pinned = pi[i].in_read_section;
+		char ok = pinned ? 'y' : 'n';
+		if (write(fds[1], &ok, 1) != 1)
+			_exit(3);
+		_exit(0);
+	}
+	char ok = 0;
+	cr_assert_eq(read(fds[0], &ok, 1), 1);
+	int st;
+	waitpid(p, &st, 0);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	cr_assert_eq(ok, 'y', "child's own reference was unpinned by releasing the parent's");
+	char *got = gather(&parent_ref);
+	cr_assert_str_eq(got, content);
+	semcache_release(c, &parent_ref);
+	(void)other;
+	free(got);
+	free(content);
+	free(other);
 }
