@@ -42,16 +42,22 @@ uint32_t sc_arena_pop(semcache *c, uint32_t n)
 		return SC_NIL;
 	uint32_t head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
 	uint32_t b = head;
+	if (head >= c->nblocks)
+		goto damaged;
 	for (uint32_t i = 1; i < n; i++) {
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 		if (b >= c->nblocks)
-			return SC_NIL; /* free list damaged: repair will rebuild it */
+			goto damaged;
 	}
 	uint32_t rest = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	atomic_store_explicit(&c->next[b], SC_NIL, memory_order_relaxed);
 	atomic_store_explicit(&h->free_head, rest, memory_order_relaxed);
 	atomic_store_explicit(&h->free_count, fc - n, memory_order_relaxed);
 	return head;
+damaged:
+	/* The free list disagrees with its count: the next writer rebuilds it. */
+	atomic_store_explicit(&h->needs_repair, 1, memory_order_relaxed);
+	return SC_NIL;
 }
 
 static uint32_t chain_tail(semcache *c, uint32_t head, uint32_t n)
@@ -70,6 +76,11 @@ void sc_arena_retire(semcache *c, uint32_t head, uint32_t n)
 	uint32_t tail = chain_tail(c, head, n);
 	if (tail >= c->nblocks)
 		return;
+	if (h->lcur_head != SC_NIL && h->lcur_tail >= c->nblocks) {
+		/* damaged limbo list: leave the chain an orphan, repair collects it */
+		atomic_store_explicit(&h->needs_repair, 1, memory_order_relaxed);
+		return;
+	}
 	atomic_store_explicit(&c->next[tail], SC_NIL, memory_order_relaxed);
 	if (h->lcur_head == SC_NIL) {
 		h->lcur_head = head;
@@ -83,6 +94,10 @@ void sc_arena_retire(semcache *c, uint32_t head, uint32_t n)
 static void free_lold(semcache *c)
 {
 	struct sc_header *h = c->hdr;
+	if (h->lold_tail >= c->nblocks || h->lold_head >= c->nblocks) {
+		atomic_store_explicit(&h->needs_repair, 1, memory_order_relaxed);
+		return;
+	}
 	atomic_store_explicit(&c->next[h->lold_tail],
 	                      atomic_load_explicit(&h->free_head, memory_order_relaxed),
 	                      memory_order_relaxed);
@@ -101,6 +116,8 @@ void sc_arena_reclaim(semcache *c)
 		if (!sc_grace_passed(c, h->lold_epoch))
 			return;
 		free_lold(c);
+		if (h->lold_head != SC_NIL)
+			return; /* damaged: left for repair */
 	}
 	if (h->lcur_head == SC_NIL)
 		return;

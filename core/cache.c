@@ -90,6 +90,13 @@ static void *grow(void **p, size_t *cap, size_t need)
 /* ------------------------------------------------------------------------
  * Slots
  * ---------------------------------------------------------------------- */
+/* now + ttl, saturating: a TTL of INT64_MAX means "never" and must not wrap
+ * into the past. */
+static int64_t deadline(int64_t now, int64_t ttl)
+{
+	return ttl > INT64_MAX - now ? INT64_MAX : now + ttl;
+}
+
 bool sc_slot_dead(const struct sc_slot *s, int64_t now)
 {
 	if (s->exact_exp_ms > now)
@@ -365,8 +372,8 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	sl->scope_tag = tag;
 	sl->ns_hash = nsh;
 	sl->created_ms = now;
-	sl->exact_exp_ms = now + ettl;
-	sl->sem_exp_ms = now + sttl;
+	sl->exact_exp_ms = deadline(now, ettl);
+	sl->sem_exp_ms = deadline(now, sttl);
 	sl->head = head;
 	sl->len = len;
 	sl->nblocks = need;
@@ -520,8 +527,8 @@ static int touch_entry(semcache *c, const uint8_t digest[32], const sc_hkey *hk)
 		int64_t ettl = sl->exact_exp_ms - sl->created_ms;
 		int64_t sttl = sl->sem_exp_ms - sl->created_ms;
 		sc_slot_begin(sl);
-		sl->exact_exp_ms = now + (ettl > 0 ? ettl : c->exact_ttl_ms);
-		sl->sem_exp_ms = now + (sttl > 0 ? sttl : c->semantic_ttl_ms);
+		sl->exact_exp_ms = deadline(now, ettl > 0 ? ettl : c->exact_ttl_ms);
+		sl->sem_exp_ms = deadline(now, sttl > 0 ? sttl : c->semantic_ttl_ms);
 		sl->created_ms = now;
 		if (sl->flags & SC_SLOT_EMB)
 			meta_set(c, s, sl->scope_tag, sl->sem_exp_ms);

@@ -8,6 +8,7 @@
 #ifndef SC_INTERNAL_H
 #define SC_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,6 +58,7 @@ struct semcache {
 	struct sc_proc *me;
 	pid_t pid;
 	_Atomic int need_record;
+	pthread_mutex_t rec_mu;   /* serialises the lazy claim among threads */
 
 	const sc_kernel *kernel;
 	int64_t (*clock_ms)(void *arg);
@@ -95,12 +97,12 @@ void sc_counters_add(struct sc_counters *to, struct sc_counters *from);
 void sc_count_best_miss(struct sc_counters *c, float sim);
 /* A child forked with an open handle claims its record on its first call,
  * not in the fork handler: a child that only exec()s claims nothing. */
+void sc_ensure_record_slow(semcache *c);
 static inline void sc_ensure_record(semcache *c)
 {
-	int one = 1;
-	if (SC_UNLIKELY(atomic_load_explicit(&c->need_record, memory_order_relaxed)) &&
-	    atomic_compare_exchange_strong(&c->need_record, &one, 0))
-		(void)sc_proc_attach(c);
+	/* acquire: a thread that sees 0 also sees the record (c->me) claimed */
+	if (SC_UNLIKELY(atomic_load_explicit(&c->need_record, memory_order_acquire)))
+		sc_ensure_record_slow(c);
 }
 
 /* ---- core/arena.c: payload blocks (all under wlock) ---- */

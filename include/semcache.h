@@ -12,6 +12,11 @@
  *  - Every call returns 0 on success or a negative error code: a negative
  *    errno (-EINVAL, -ENOMEM, ...) or one of the SEMCACHE_E* codes below,
  *    which live in a reserved range.  semcache_strerror() names any code.
+ *  - Every call that takes the writer lock (put, invalidate, verify, get
+ *    with SEMCACHE_GET_TOUCH, and open when it repairs) may also return
+ *    SEMCACHE_EBUSY (the lock was held for 30 s), -ENOMEM (a repair after a
+ *    writer died could not allocate its scratch; the structure stays marked
+ *    for repair and the next writer tries again) or SEMCACHE_ECORRUPT.
  *  - No call aborts on bad input.  Pointers documented as "may be NULL" may
  *    be; any other NULL pointer argument yields -EINVAL.
  *  - Strings are NUL-terminated UTF-8 (not checked: bytes are stored as
@@ -104,7 +109,7 @@ typedef struct semcache_options {
 	uint64_t arena_bytes;    /* payload arena; default 64 MiB */
 	uint32_t block_size;     /* payload block, power of two 64..65536; default 256 */
 	uint32_t max_procs;      /* process records, 1..4096; default 256 */
-	uint32_t max_payload;    /* largest encoded record in bytes; default 1 MiB */
+	uint32_t max_payload;    /* largest encoded record, 64 .. 1 GiB; default 1 MiB */
 	uint32_t flags;          /* SEMCACHE_OPEN_*, SEMCACHE_QUANT_* */
 	int64_t exact_ttl_ms;    /* default exact TTL; default 3600 s */
 	int64_t semantic_ttl_ms; /* default semantic TTL; default 86400 s */
@@ -189,9 +194,12 @@ typedef struct semcache_put_args {
 
 /*
  * Insert or replace the entry (ns, key).  Evicts by CLOCK (expired entries
- * first) when slots or arena run out.  Errors: -EINVAL, -E2BIG (encoded
- * record larger than max_payload: nothing changes), SEMCACHE_EDIM,
- * SEMCACHE_EEMBEDDING, SEMCACHE_ENOSEMANTIC, SEMCACHE_EFULL.
+ * first) when slots or arena run out.  TTLs saturate: INT64_MAX means
+ * never.  Errors: -EINVAL (NULL ns/key/response, negative TTL),
+ * SEMCACHE_EBADRECORD (response without content or model, over 1024 tool
+ * calls), -E2BIG (encoded record larger than max_payload: nothing
+ * changes), SEMCACHE_EDIM, SEMCACHE_EEMBEDDING, SEMCACHE_ENOSEMANTIC,
+ * SEMCACHE_EFULL (the space left is pinned by zero-copy references).
  */
 SEMCACHE_API int semcache_put(semcache *c, const semcache_put_args *a);
 
@@ -224,7 +232,8 @@ SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
  * process; beyond 16 at once, references share the newest word, so very
  * many long overlapping references can delay reclamation.
  * Errors: SEMCACHE_ENOTFOUND (miss; nothing to release), -EINVAL, -ENOMEM,
- * SEMCACHE_EPROCFULL (this process has no process record).
+ * SEMCACHE_EPROCFULL (this process has no process record), -EMFILE (over
+ * a million references held at once).
  */
 #define SEMCACHE_REF_INLINE_IOV 8
 typedef struct semcache_ref {

@@ -159,7 +159,10 @@ struct sc_header {
 	_Atomic uint32_t repairs;     /* 372: repairs done after a writer died */
 	int32_t writer_pid;           /* 376: holder of wlock, for diagnostics */
 	uint32_t pad1_;               /* 380 */
-	uint8_t reserved1[64];        /* 384 */
+	_Atomic uint32_t needs_repair;/* 384: set before a dead holder's mutex is made
+	                               * consistent or when a writer finds damage;
+	                               * cleared only by a repair that succeeded; wlock */
+	uint8_t reserved1[60];        /* 388 */
 
 	/* ---- grace periods (448..511) ---- */
 	alignas(64) _Atomic uint64_t gp; /* 448: starts at 1; 48 bits used; writer's
@@ -231,6 +234,7 @@ _Static_assert(offsetof(struct sc_header, wlock) == 256, "layout");
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "layout");
 _Static_assert(offsetof(struct sc_header, free_head) == 320, "layout");
 _Static_assert(offsetof(struct sc_header, lold_epoch) == 360, "layout");
+_Static_assert(offsetof(struct sc_header, needs_repair) == 384, "layout");
 _Static_assert(offsetof(struct sc_header, gp) == 448, "layout");
 _Static_assert(offsetof(struct sc_header, departed) == 512, "layout");
 _Static_assert(sizeof(struct sc_counters) == 72, "layout");

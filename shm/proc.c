@@ -31,6 +31,7 @@
  * block is always detected and discarded.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,12 +43,15 @@
 
 #define READER_COUNT_MASK UINT64_C(0xffff)
 
-/* Field 22 of /proc/PID/stat, after the parenthesised command name (which
- * may itself contain spaces and parentheses: parse from the last ')'). */
-uint64_t sc_proc_start_time(int32_t pid)
+/*
+ * Field 22 of /proc/PID/stat (start time), after the parenthesised command
+ * name (which may itself contain spaces and parentheses: parse from the
+ * last ')').  Returns 1 and fills *start and *zombie, or 0 when the file
+ * cannot be read (no such process, or /proc hidden from us: hidepid).
+ */
+static int read_stat(int32_t pid, uint64_t *start, bool *zombie)
 {
 	char path[64], buf[1024];
-	uint64_t st = 0;
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -60,21 +64,28 @@ uint64_t sc_proc_start_time(int32_t pid)
 	char *p = strrchr(buf, ')');
 	if (!p)
 		return 0;
-	p++;
-	/* after ')': field 3 (state) is the first; we want field 22 */
 	int field = 2;
 	char state = 0;
-	for (char *q = p; *q && field < 22; q++) {
+	*start = 0;
+	for (char *q = p + 1; *q && field < 22; q++) {
 		if (*q == ' ') {
 			field++;
 			if (field == 3)
 				state = q[1];
 			if (field == 22)
-				st = strtoull(q + 1, NULL, 10);
+				*start = strtoull(q + 1, NULL, 10);
 		}
 	}
-	if (state == 'Z' || state == 'X')
-		return 0; /* a zombie is dead for our purposes */
+	*zombie = state == 'Z' || state == 'X';
+	return 1;
+}
+
+uint64_t sc_proc_start_time(int32_t pid)
+{
+	uint64_t st = 0;
+	bool zombie = false;
+	if (!read_stat(pid, &st, &zombie) || zombie)
+		return 0;
 	return st;
 }
 
@@ -83,21 +94,28 @@ static uint64_t owner_word(int32_t pid, uint64_t start)
 	return (uint32_t)pid | ((start & 0xffffffffu) << 32);
 }
 
-/* 1 alive, 0 dead.  When in doubt (no /proc), alive: never release a
- * record of a process that might still read. */
+/*
+ * 1 alive, 0 dead.  When in doubt, alive: releasing the record of a live
+ * process would unpin its zero-copy references, while keeping a dead one
+ * only delays reclamation until the doubt clears.  A process that exists
+ * (kill succeeds or says EPERM) but whose /proc entry we cannot read (a
+ * /proc mounted with hidepid) is alive.  Processes sharing a segment must
+ * share a pid namespace: pids from another namespace mean nothing here.
+ */
 int sc_proc_alive(int32_t pid, uint64_t start_time)
 {
 	if (pid <= 0)
 		return 0;
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return 0;
-	uint64_t now = sc_proc_start_time(pid);
-	if (now == 0) {
-		/* gone between the two checks, zombie, or /proc unavailable */
-		if (access("/proc/self/stat", R_OK) != 0)
-			return 1;
-		return 0;
+	uint64_t now = 0;
+	bool zombie = false;
+	if (!read_stat(pid, &now, &zombie)) {
+		/* vanished between the two checks, or hidden from us */
+		return !(kill(pid, 0) < 0 && errno == ESRCH);
 	}
+	if (zombie)
+		return 0;
 	return (now & 0xffffffffu) == (start_time & 0xffffffffu);
 }
 
@@ -185,6 +203,15 @@ int sc_proc_attach(semcache *c)
 			uint64_t expect = 0;
 			if (atomic_load_explicit(&p->owner, memory_order_relaxed) != 0)
 				continue;
+			/* Raise the high-water mark before claiming, so a process
+			 * that dies right after its claim is still inside the range
+			 * that reaping and grace checks scan. */
+			uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_relaxed);
+			while (hwm < i + 1 &&
+			       !atomic_compare_exchange_weak_explicit(&c->hdr->procs_hwm, &hwm, i + 1,
+			                                              memory_order_seq_cst,
+			                                              memory_order_relaxed))
+				;
 			if (!atomic_compare_exchange_strong_explicit(&p->owner, &expect, mine,
 			                                             memory_order_acq_rel,
 			                                             memory_order_relaxed))
@@ -193,12 +220,6 @@ int sc_proc_attach(semcache *c)
 			for (int r = 0; r < SC_READER_SLOTS; r++)
 				atomic_store_explicit(&p->reader[r], 0, memory_order_relaxed);
 			memset(&p->c, 0, sizeof p->c);
-			uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_relaxed);
-			while (hwm < i + 1 &&
-			       !atomic_compare_exchange_weak_explicit(&c->hdr->procs_hwm, &hwm, i + 1,
-			                                              memory_order_release,
-			                                              memory_order_relaxed))
-				;
 			c->proc_idx = i;
 			c->me = p;
 			return 0;
@@ -327,4 +348,17 @@ void sc_read_exit(semcache *c, uint32_t rec, uint32_t slot)
 		                                          memory_order_relaxed))
 			return;
 	}
+}
+
+/* Every thread of a forked child that uses the handle first waits here
+ * until one of them has claimed the child's record, so none runs on with
+ * me == NULL meanwhile. */
+void sc_ensure_record_slow(semcache *c)
+{
+	pthread_mutex_lock(&c->rec_mu);
+	if (atomic_load_explicit(&c->need_record, memory_order_relaxed)) {
+		(void)sc_proc_attach(c);
+		atomic_store_explicit(&c->need_record, 0, memory_order_release);
+	}
+	pthread_mutex_unlock(&c->rec_mu);
 }

@@ -85,7 +85,7 @@ static int geom_layout(struct geom *g)
 	    g->max_procs < 1 || g->max_procs > SC_MAX_PROCS || !is_pow2(g->block_size) ||
 	    g->block_size < SC_MIN_BLOCK || g->block_size > SC_MAX_BLOCK ||
 	    g->nblocks < 2 || g->nblocks > SC_MAX_NBLOCKS || g->quant > SC_QUANT_BITS ||
-	    (g->quant && !g->dim) || g->max_payload < 64)
+	    (g->quant && !g->dim) || g->max_payload < 64 || g->max_payload > (1u << 30))
 		return -EINVAL;
 	/* Room for at least two largest payloads, so one can be written while
 	 * another waits in limbo. */
@@ -206,18 +206,24 @@ static int wlock_init(pthread_mutex_t *m)
 static int wlock_acquired(semcache *c, int r)
 {
 	if (r == EOWNERDEAD) {
-		/* The holder died inside a write.  We now hold the mutex; put the
-		 * structure right before anyone else can see it through a lock. */
-		int rr = sc_repair(c);
+		/* The holder died inside a write.  Record that the structure needs
+		 * repair before making the mutex usable again: if the repair below
+		 * fails (or we die in it), the next holder sees the flag and
+		 * repairs, instead of trusting a half-changed structure. */
+		atomic_store_explicit(&c->hdr->needs_repair, 1, memory_order_relaxed);
 		pthread_mutex_consistent(&c->hdr->wlock);
 		atomic_fetch_add_explicit(&c->hdr->repairs, 1, memory_order_relaxed);
-		if (rr < 0) {
-			pthread_mutex_unlock(&c->hdr->wlock);
-			return rr;
-		}
 		r = 0;
 	}
 	if (r == 0) {
+		if (atomic_load_explicit(&c->hdr->needs_repair, memory_order_relaxed)) {
+			int rr = sc_repair(c);
+			if (rr < 0) {
+				pthread_mutex_unlock(&c->hdr->wlock);
+				return rr;
+			}
+			atomic_store_explicit(&c->hdr->needs_repair, 0, memory_order_relaxed);
+		}
 		c->hdr->writer_pid = c->pid;
 		return 0;
 	}
@@ -229,9 +235,9 @@ static int wlock_acquired(semcache *c, int r)
 int sc_wlock(semcache *c)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += 30; /* no live writer holds it for more than milliseconds */
-	int r = pthread_mutex_timedlock(&c->hdr->wlock, &ts);
+	int r = pthread_mutex_clocklock(&c->hdr->wlock, CLOCK_MONOTONIC, &ts);
 	if (r == ETIMEDOUT)
 		return SEMCACHE_EBUSY;
 	return wlock_acquired(c, r);
@@ -273,6 +279,7 @@ static void fork_child(void)
 	for (semcache *c = reg_head; c; c = c->reg_next) {
 		c->pid = getpid();
 		c->me = NULL;
+		pthread_mutex_init(&c->rec_mu, NULL); /* a parent thread may have held it */
 		atomic_store_explicit(&c->need_record, 1, memory_order_relaxed);
 	}
 }
@@ -492,11 +499,14 @@ static int reset_lock_table(semcache *c)
 		atomic_store_explicit(&p->owner, 0, memory_order_relaxed);
 	}
 	atomic_store_explicit(&c->hdr->procs_hwm, 0, memory_order_relaxed);
-	if ((rc = sc_wlock(c)) < 0)
+	/* No reader word is set any more, so the counter may restart: this
+	 * also undoes a hostile value near the 48 bits the words keep. */
+	atomic_store_explicit(&c->hdr->gp, 1, memory_order_relaxed);
+	atomic_store_explicit(&c->hdr->needs_repair, 1, memory_order_relaxed);
+	if ((rc = sc_wlock(c)) < 0) /* repairs, as needs_repair is set */
 		return rc;
-	rc = sc_repair(c);
 	sc_wunlock(c);
-	return rc;
+	return 0;
 }
 
 int semcache_open(const char *path, const semcache_options *opts, semcache **out)
@@ -535,6 +545,7 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 		return -ENOMEM;
 	c->fd = -1;
 	c->pid = getpid();
+	pthread_mutex_init(&c->rec_mu, NULL);
 	c->clock_ms = co.clock_ms;
 	c->clock_arg = co.clock_arg;
 	c->path = strdup(path);
@@ -572,6 +583,21 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 		if (fstat(c->fd, &st) < 0) {
 			rc = -errno;
 			goto fail;
+		}
+		/* While we waited for the lock, the file may have been removed
+		 * (destroy, a failed creator) and perhaps replaced: attaching to an
+		 * unlinked inode would split the cache in two.  Start over. */
+		struct stat pst;
+		if (st.st_nlink == 0 || stat(path, &pst) < 0 || pst.st_ino != st.st_ino ||
+		    pst.st_dev != st.st_dev) {
+			flock(c->fd, LOCK_UN);
+			close(c->fd);
+			c->fd = open(path, oflags, mode);
+			if (c->fd < 0 || attempt > 200) {
+				rc = c->fd < 0 ? -errno : SEMCACHE_EBUSY;
+				goto fail;
+			}
+			continue;
 		}
 		uint64_t magic = 0;
 		if (st.st_size >= 8 && pread(c->fd, &magic, 8, 0) != 8)
@@ -613,8 +639,11 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 			rc = create_segment(c, &co);
 			if (rc < 0) {
 				unmap_file(c);
-				if (st.st_size == 0 && ftruncate(c->fd, 0) == 0 && (oflags & O_CREAT))
-					unlink(path); /* do not leave a broken file behind */
+				struct stat now_st;
+				if (st.st_size == 0 && ftruncate(c->fd, 0) == 0 && (oflags & O_CREAT) &&
+				    stat(path, &now_st) == 0 && now_st.st_ino == st.st_ino &&
+				    now_st.st_dev == st.st_dev)
+					unlink(path); /* do not leave a broken file behind (ours only) */
 				goto fail;
 			}
 			break;
@@ -642,6 +671,7 @@ fail:
 	unmap_file(c);
 	if (c->fd >= 0)
 		close(c->fd);
+	pthread_mutex_destroy(&c->rec_mu);
 	free(c->path);
 	free(c);
 	return rc;
@@ -656,6 +686,7 @@ int semcache_close(semcache *c)
 	unmap_file(c);
 	if (c->fd >= 0)
 		close(c->fd);
+	pthread_mutex_destroy(&c->rec_mu);
 	free(c->path);
 	free(c);
 	return 0;

@@ -324,3 +324,22 @@ Test(segment, norecord_handle_inspects_without_a_process_record)
 	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), SEMCACHE_EPROCFULL);
 	semcache_close(c);
 }
+
+Test(segment, writer_finding_damage_marks_it_and_the_next_writer_repairs)
+{
+	semcache *c;
+	semcache_options o = test_options(64, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
+	/* scribble over the free list head while attached (no reset on open) */
+	atomic_store(&c->hdr->free_head, 0xfffffff0u);
+	int rc = put_simple(c, "ns", "k2", "v2");
+	cr_assert(rc == 0 || rc == SEMCACHE_EFULL, "put on damage: %s", semcache_strerror(rc));
+	cr_assert_eq(put_simple(c, "ns", "k3", "v3"), 0, "damage not repaired by the next writer");
+	char report[1024];
+	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
+	semcache_response *out;
+	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), 0, "repair dropped a good entry");
+	semcache_response_free(out);
+	semcache_close(c);
+}
