@@ -423,7 +423,7 @@ static bool view_dead(const struct slot_view *v, int64_t now)
 	return !(v->flags & SC_SLOT_EMB) || v->sem_exp_ms <= now;
 }
 
-enum { READ_OK = 0, READ_EMPTY = 1, READ_RETRY = 2, READ_BAD = 3 };
+enum { READ_OK = 0, READ_EMPTY = 1, READ_RETRY = 2, READ_BAD = 3, READ_STOP = 4 };
 
 /*
  * Copy slot s and its payload (into t->rbuf) consistently.  `digest`, when
@@ -538,30 +538,18 @@ static int touch_entry(semcache *c, const uint8_t digest[32], const sc_hkey *hk)
 	return 0;
 }
 
-int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
-                 semcache_response **out)
+/*
+ * Walk the ways of the key's bucket, handing each slot whose tag matches to
+ * try(), and walk the bucket again (a bounded number of times) when one was
+ * being written.  try() returns READ_OK (found), READ_STOP (a definite
+ * miss), READ_RETRY, another READ_* (not this slot) or -errno.
+ */
+typedef int (*slot_try_fn)(semcache *c, uint32_t s, void *arg);
+
+static int lookup(semcache *c, const sc_hkey *hk, slot_try_fn try_slot, void *arg)
 {
-	struct tls_scratch *t;
-	uint8_t digest[32];
-	sc_hkey hk;
-	int rc;
-
-	if (c)
-		sc_ensure_record(c);
-	if (!c || !ns || !key || !out || (flags & ~SEMCACHE_GET_TOUCH))
-		return -EINVAL;
-	*out = NULL;
-	if (!(t = scratch()))
-		return -ENOMEM;
-	if ((rc = sc_key_digest(ns, key, digest)) < 0)
-		return rc;
-	sc_hkey_make(c, digest, &hk);
-
-	struct sc_bucket *b = &c->index[sc_index_bucket(c, hk.h)];
-	uint32_t tag = (uint32_t)(hk.h >> 32);
-	struct slot_view v;
-	int64_t now = sc_now(c);
-
+	struct sc_bucket *b = &c->index[sc_index_bucket(c, hk->h)];
+	uint32_t tag = (uint32_t)(hk->h >> 32);
 	for (int attempt = 0; attempt < SC_READ_RETRIES; attempt++) {
 		int retry = 0;
 		for (uint32_t w = 0; w < SC_WAYS; w++) {
@@ -571,44 +559,86 @@ int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
 			uint32_t s = (uint32_t)e - 1;
 			if (s >= c->slots)
 				continue;
-			int r = read_slot(c, t, s, digest, NULL, &v);
-			if (r < 0)
+			int r = try_slot(c, s, arg);
+			if (r < 0 || r == READ_OK || r == READ_STOP)
 				return r;
-			if (r == READ_RETRY) {
-				retry = 1;
-				continue;
-			}
-			if (r != READ_OK)
-				continue;
-			if (v.exact_exp_ms <= now) {
-				if (view_dead(&v, now))
-					reclaim_expired(c, s, digest);
-				goto miss;
-			}
-			sc_ids ids;
-			rc = sc_codec_decode(t->rbuf, v.len, out, &ids);
-			if (rc == -ENOMEM)
-				return rc;
-			if (rc < 0 || !ids_equal(ids.ns, ids.ns_len, ns) ||
-			    !ids_equal(ids.key, ids.key_len, key)) {
-				semcache_response_free(*out);
-				*out = NULL;
-				continue; /* damaged or colliding record: not ours */
-			}
-			mark_referenced(c, s);
-			COUNT(c, hits);
-			if (flags & SEMCACHE_GET_TOUCH)
-				(void)touch_entry(c, digest, &hk);
-			return 0;
+			retry |= r == READ_RETRY;
 		}
 		if (!retry)
 			break;
 		if (attempt > 4)
 			sched_yield();
 	}
-miss:
-	COUNT(c, misses);
-	return SEMCACHE_ENOTFOUND;
+	return READ_EMPTY;
+}
+
+struct get_try {
+	struct tls_scratch *t;
+	const uint8_t *digest;
+	const char *ns, *key;
+	int64_t now;
+	semcache_response *out;
+	uint32_t slot;
+};
+
+static int get_try_slot(semcache *c, uint32_t s, void *arg)
+{
+	struct get_try *g = arg;
+	struct slot_view v;
+	int r = read_slot(c, g->t, s, g->digest, NULL, &v);
+	if (r != READ_OK)
+		return r;
+	if (v.exact_exp_ms <= g->now) {
+		if (view_dead(&v, g->now))
+			reclaim_expired(c, s, g->digest);
+		return READ_STOP;
+	}
+	sc_ids ids;
+	int rc = sc_codec_decode(g->t->rbuf, v.len, &g->out, &ids);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc < 0 || !ids_equal(ids.ns, ids.ns_len, g->ns) || !ids_equal(ids.key, ids.key_len, g->key)) {
+		semcache_response_free(g->out);
+		g->out = NULL;
+		return READ_BAD; /* damaged or colliding record: not ours */
+	}
+	g->slot = s;
+	return READ_OK;
+}
+
+int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
+                 semcache_response **out)
+{
+	uint8_t digest[32];
+	sc_hkey hk;
+	int rc;
+
+	if (c)
+		sc_ensure_record(c);
+	if (!c || !ns || !key || !out || (flags & ~SEMCACHE_GET_TOUCH))
+		return -EINVAL;
+	*out = NULL;
+	struct get_try g = { .t = scratch(), .digest = digest, .ns = ns, .key = key };
+	if (!g.t)
+		return -ENOMEM;
+	if ((rc = sc_key_digest(ns, key, digest)) < 0)
+		return rc;
+	sc_hkey_make(c, digest, &hk);
+	g.now = sc_now(c);
+
+	rc = lookup(c, &hk, get_try_slot, &g);
+	if (rc < 0)
+		return rc;
+	if (rc != READ_OK) {
+		COUNT(c, misses);
+		return SEMCACHE_ENOTFOUND;
+	}
+	mark_referenced(c, g.slot);
+	COUNT(c, hits);
+	if (flags & SEMCACHE_GET_TOUCH)
+		(void)touch_entry(c, digest, &hk);
+	*out = g.out;
+	return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -765,6 +795,24 @@ static int ref_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_
 	return r;
 }
 
+struct ref_try {
+	struct tls_scratch *t;
+	const uint8_t *digest;
+	const char *ns, *key;
+	int64_t now;
+	semcache_ref *ref;
+	uint32_t slot;
+};
+
+static int ref_try_slot(semcache *c, uint32_t s, void *arg)
+{
+	struct ref_try *r = arg;
+	int rc = ref_slot(c, r->t, s, r->digest, r->ns, r->key, r->now, r->ref);
+	if (rc == READ_OK)
+		r->slot = s;
+	return rc;
+}
+
 int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool grace)
 {
 	struct tls_scratch *t;
@@ -789,41 +837,18 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 	if (grace && (rc = sc_read_enter(c, &rslot)) < 0)
 		return rc; /* no process record: SEMCACHE_EPROCFULL */
 
-	struct sc_bucket *b = &c->index[sc_index_bucket(c, hk.h)];
-	uint32_t tag = (uint32_t)(hk.h >> 32);
-	int64_t now = sc_now(c);
-	for (int attempt = 0; attempt < SC_READ_RETRIES; attempt++) {
-		int retry = 0;
-		for (uint32_t w = 0; w < SC_WAYS; w++) {
-			uint64_t e = atomic_load_explicit(&b->e[w], memory_order_acquire);
-			if (!e || (uint32_t)(e >> 32) != tag)
-				continue;
-			uint32_t s = (uint32_t)e - 1;
-			if (s >= c->slots)
-				continue;
-			int r = ref_slot(c, t, s, digest, ns, key, now, ref);
-			if (r < 0) {
-				rc = r;
-				goto fail;
-			}
-			if (r == READ_RETRY) {
-				retry = 1;
-				continue;
-			}
-			if (r != READ_OK)
-				continue;
-			ref->held_ = grace ? 1 : 2;
-			ref->rec_ = c->proc_idx;
-			ref->slot_ = rslot;
-			ref->owner_ = grace ? atomic_load_explicit(&c->me->owner, memory_order_relaxed) : 0;
-			mark_referenced(c, s);
-			COUNT(c, hits);
-			return 0;
-		}
-		if (!retry)
-			break;
-		if (attempt > 4)
-			sched_yield();
+	struct ref_try rt = { t, digest, ns, key, sc_now(c), ref, 0 };
+	rc = lookup(c, &hk, ref_try_slot, &rt);
+	if (rc < 0)
+		goto fail;
+	if (rc == READ_OK) {
+		ref->held_ = grace ? 1 : 2;
+		ref->rec_ = c->proc_idx;
+		ref->slot_ = rslot;
+		ref->owner_ = grace ? atomic_load_explicit(&c->me->owner, memory_order_relaxed) : 0;
+		mark_referenced(c, rt.slot);
+		COUNT(c, hits);
+		return 0;
 	}
 	COUNT(c, misses);
 	rc = SEMCACHE_ENOTFOUND;

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -485,6 +486,25 @@ static int attach_segment(semcache *c, const semcache_options *o, off_t fsize)
  */
 static int reset_lock_table(semcache *c)
 {
+	/* The flock says nobody is attached, but a process that closed every
+	 * descriptor after fork() still maps the segment without holding it.
+	 * If any record's owner (or the last writer) is alive, keep the lock
+	 * table: only records of dead owners go, through the normal path. */
+	bool live = false;
+	for (uint32_t i = 0; i < c->max_procs && !live; i++) {
+		uint64_t o = atomic_load_explicit(&c->procs[i].owner, memory_order_relaxed);
+		live = o && sc_proc_alive((int32_t)(o & 0xffffffffu), o >> 32);
+	}
+	int32_t wp = c->hdr->writer_pid;
+	live = live || (wp > 0 && wp != c->pid && kill(wp, 0) == 0);
+	if (live) {
+		int rc = sc_wlock(c);
+		if (rc < 0)
+			return rc;
+		sc_procs_reap(c);
+		sc_wunlock(c);
+		return 0;
+	}
 	int rc = wlock_init(&c->hdr->wlock);
 	if (rc < 0)
 		return rc;
