@@ -23,30 +23,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 #include "semcache.h"
 #include "internal.h" /* sc_get_ref(): zero-copy without grace periods, to price them */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t xs(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
+#define now_ns bench_now_ns
 
 /* Keys are formatted once, so the loops time the cache, not snprintf. */
 static char (*keys)[16];

@@ -572,18 +572,20 @@ static int lookup(semcache *c, const sc_hkey *hk, slot_try_fn try_slot, void *ar
 	return READ_EMPTY;
 }
 
-struct get_try {
+/* What a lookup callback needs, and what it found (out or ref). */
+struct find {
 	struct tls_scratch *t;
 	const uint8_t *digest;
 	const char *ns, *key;
 	int64_t now;
-	semcache_response *out;
+	semcache_response *out;  /* get */
+	semcache_ref *ref;       /* get_ref */
 	uint32_t slot;
 };
 
 static int get_try_slot(semcache *c, uint32_t s, void *arg)
 {
-	struct get_try *g = arg;
+	struct find *g = arg;
 	struct slot_view v;
 	int r = read_slot(c, g->t, s, g->digest, NULL, &v);
 	if (r != READ_OK)
@@ -618,7 +620,7 @@ int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
 	if (!c || !ns || !key || !out || (flags & ~SEMCACHE_GET_TOUCH))
 		return -EINVAL;
 	*out = NULL;
-	struct get_try g = { .t = scratch(), .digest = digest, .ns = ns, .key = key };
+	struct find g = { .t = scratch(), .digest = digest, .ns = ns, .key = key };
 	if (!g.t)
 		return -ENOMEM;
 	if ((rc = sc_key_digest(ns, key, digest)) < 0)
@@ -795,18 +797,9 @@ static int ref_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_
 	return r;
 }
 
-struct ref_try {
-	struct tls_scratch *t;
-	const uint8_t *digest;
-	const char *ns, *key;
-	int64_t now;
-	semcache_ref *ref;
-	uint32_t slot;
-};
-
 static int ref_try_slot(semcache *c, uint32_t s, void *arg)
 {
-	struct ref_try *r = arg;
+	struct find *r = arg;
 	int rc = ref_slot(c, r->t, s, r->digest, r->ns, r->key, r->now, r->ref);
 	if (rc == READ_OK)
 		r->slot = s;
@@ -837,7 +830,7 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 	if (grace && (rc = sc_read_enter(c, &rslot)) < 0)
 		return rc; /* no process record: SEMCACHE_EPROCFULL */
 
-	struct ref_try rt = { t, digest, ns, key, sc_now(c), ref, 0 };
+	struct find rt = { .t = t, .digest = digest, .ns = ns, .key = key, .now = sc_now(c), .ref = ref };
 	rc = lookup(c, &hk, ref_try_slot, &rt);
 	if (rc < 0)
 		goto fail;
