@@ -341,7 +341,8 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	uint32_t s = sc_index_find_w(c, &hk);
 	if ((rc = ensure_blocks(c, need, s, now)) < 0)
 		goto out;
-	/* ensure_blocks may have cleared s through its bucket; look again */
+	/* ensure_blocks never evicts s (it is excluded); re-check anyway, as
+	 * the code below must not write into a slot that was emptied */
 	if (s != SC_NIL && !(c->slot[s].flags & SC_SLOT_USED))
 		s = SC_NIL;
 	uint32_t head = sc_arena_pop(c, need);
