@@ -86,10 +86,34 @@ static void empty_slot(semcache *c, uint32_t s)
 }
 
 /*
- * Does the slot's payload read back whole, and does the record it holds
- * name the identity the slot claims (digest of namespace and key, namespace
- * hash, scope tag)?  A slot failing this can only give wrong answers.
+ * What is wrong with the slot's payload, or NULL: it must read back whole
+ * (buf holds at least sl->len bytes), match its checksum, and name the
+ * identity the slot claims (digest of namespace and key, namespace hash,
+ * scope tag).  A slot failing this can only give wrong answers.  Shared by
+ * repair (which drops such slots) and the check (which reports them).
  */
+static const char *slot_problem(semcache *c, const struct sc_slot *sl, uint8_t *buf)
+{
+	if (sc_arena_read(c, sl->head, sl->nblocks, buf, sl->len) < 0 ||
+	    sc_checksum(buf, sl->len) != sl->checksum)
+		return "payload checksum mismatch";
+	sc_ids ids;
+	if (sc_codec_peek_ids(buf, sl->len, &ids) < 0)
+		return "record does not decode";
+	if (sc_ns_hash(c, ids.ns, ids.ns_len) != sl->ns_hash)
+		return "namespace hash mismatch";
+	if (sc_scope_tag(c, ids.ns, ids.ns_len, ids.scope, ids.scope_len) != sl->scope_tag)
+		return "scope tag mismatch";
+	const char *why = NULL;
+	char *ns = strndup(ids.ns, ids.ns_len), *key = strndup(ids.key, ids.key_len);
+	uint8_t d[32];
+	if (ns && key && sc_key_digest(ns, key, d) == 0 && memcmp(d, sl->digest, 32) != 0)
+		why = "digest does not match its namespace and key";
+	free(ns);
+	free(key);
+	return why;
+}
+
 static bool payload_ok(semcache *c, const struct sc_slot *sl, uint8_t **buf, size_t *cap)
 {
 	if (*cap < sl->len) {
@@ -99,21 +123,7 @@ static bool payload_ok(semcache *c, const struct sc_slot *sl, uint8_t **buf, siz
 		*buf = n;
 		*cap = sl->len;
 	}
-	if (sc_arena_read(c, sl->head, sl->nblocks, *buf, sl->len) < 0 ||
-	    sc_checksum(*buf, sl->len) != sl->checksum)
-		return false;
-	sc_ids ids;
-	if (sc_codec_peek_ids(*buf, sl->len, &ids) < 0)
-		return false;
-	if (sc_ns_hash(c, ids.ns, ids.ns_len) != sl->ns_hash ||
-	    sc_scope_tag(c, ids.ns, ids.ns_len, ids.scope, ids.scope_len) != sl->scope_tag)
-		return false;
-	char *ns = strndup(ids.ns, ids.ns_len), *key = strndup(ids.key, ids.key_len);
-	uint8_t d[32];
-	bool ok = !ns || !key || sc_key_digest(ns, key, d) != 0 || memcmp(d, sl->digest, 32) == 0;
-	free(ns);
-	free(key);
-	return ok;
+	return slot_problem(c, sl, *buf) == NULL;
 }
 
 int sc_repair(semcache *c)
@@ -278,26 +288,6 @@ static uint32_t walk_list(semcache *c, uint32_t head, uint8_t *state, uint8_t ma
 	return n;
 }
 
-static void check_slot_ids(semcache *c, uint32_t s, const uint8_t *payload, struct report *r)
-{
-	struct sc_slot *sl = &c->slot[s];
-	sc_ids ids;
-	if (sc_codec_peek_ids(payload, sl->len, &ids) < 0) {
-		problem(r, "slot %u: record does not decode", s);
-		return;
-	}
-	char *ns = strndup(ids.ns, ids.ns_len), *key = strndup(ids.key, ids.key_len);
-	uint8_t d[32];
-	if (ns && key && sc_key_digest(ns, key, d) == 0 && memcmp(d, sl->digest, 32) != 0)
-		problem(r, "slot %u: digest does not match its namespace and key", s);
-	if (sc_ns_hash(c, ids.ns, ids.ns_len) != sl->ns_hash)
-		problem(r, "slot %u: namespace hash mismatch", s);
-	if (sc_scope_tag(c, ids.ns, ids.ns_len, ids.scope, ids.scope_len) != sl->scope_tag)
-		problem(r, "slot %u: scope tag mismatch", s);
-	free(ns);
-	free(key);
-}
-
 int sc_check(semcache *c, char *report, size_t report_len)
 {
 	struct sc_header *h = c->hdr;
@@ -327,12 +317,11 @@ int sc_check(semcache *c, char *report, size_t report_len)
 			continue;
 		}
 		used_blocks += sl->nblocks;
-		if (sc_arena_read(c, sl->head, sl->nblocks, buf, sl->len) < 0 ||
-		    sc_checksum(buf, sl->len) != sl->checksum) {
-			problem(&r, "slot %u: payload checksum mismatch", s);
+		const char *why = slot_problem(c, sl, buf);
+		if (why) {
+			problem(&r, "slot %u: %s", s, why);
 			continue;
 		}
-		check_slot_ids(c, s, buf, &r);
 		if (c->dim) {
 			bool emb = sl->flags & SC_SLOT_EMB;
 			if (emb && (c->meta[s].scope != sl->scope_tag ||
