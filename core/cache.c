@@ -97,11 +97,18 @@ static int64_t deadline(int64_t now, int64_t ttl)
 	return ttl > INT64_MAX - now ? INT64_MAX : now + ttl;
 }
 
+/* An entry is dead once its exact TTL has passed and it can no longer
+ * answer semantically either (no embedding, or semantic TTL passed too). */
+static bool entry_dead(uint32_t flags, int64_t exact_exp, int64_t sem_exp, int64_t now)
+{
+	if (exact_exp > now)
+		return false;
+	return !(flags & SC_SLOT_EMB) || sem_exp <= now;
+}
+
 bool sc_slot_dead(const struct sc_slot *s, int64_t now)
 {
-	if (s->exact_exp_ms > now)
-		return false;
-	return !(s->flags & SC_SLOT_EMB) || s->sem_exp_ms <= now;
+	return entry_dead(s->flags, s->exact_exp_ms, s->sem_exp_ms, now);
 }
 
 void sc_slot_begin(struct sc_slot *s)
@@ -419,9 +426,7 @@ struct slot_view {
 
 static bool view_dead(const struct slot_view *v, int64_t now)
 {
-	if (v->exact_exp_ms > now)
-		return false;
-	return !(v->flags & SC_SLOT_EMB) || v->sem_exp_ms <= now;
+	return entry_dead(v->flags, v->exact_exp_ms, v->sem_exp_ms, now);
 }
 
 enum { READ_OK = 0, READ_EMPTY = 1, READ_RETRY = 2, READ_BAD = 3, READ_STOP = 4 };
@@ -714,9 +719,8 @@ static void ref_reset(semcache_ref *ref)
 }
 
 /* Copy the whole record into memory the reference owns (rare fallback). */
-static int ref_copy(semcache_ref *ref, const uint8_t *rec, size_t len, size_t off, size_t clen)
+static int ref_copy(semcache_ref *ref, const uint8_t *rec, size_t off, size_t clen)
 {
-	(void)len;
 	struct iovec *v = malloc(sizeof *v + clen + 1);
 	if (!v)
 		return -ENOMEM;
@@ -773,7 +777,7 @@ static int ref_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_
 				r = READ_BAD;
 			else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key))
 				r = READ_EMPTY;
-			else if ((r = ref_copy(ref, t->rbuf, len, off, clen)) == 0)
+			else if ((r = ref_copy(ref, t->rbuf, off, clen)) == 0)
 				ref->len = clen;
 		} else if (sr < 0) {
 			r = READ_BAD;
