@@ -653,13 +653,20 @@ static int rd_field(sc_rd *r, int f, sc_scan *sc)
 	}
 }
 
-/* Pass 1: validate all of buf and fill sc.  With ids_only, stop as soon as
- * the identity is known (peek), walking what comes before it. */
-static int scan_record(const void *buf, size_t len, sc_scan *sc, bool ids_only)
+/* How far scan_record() goes: the whole record (decode), the identity only
+ * (peek), or up to the "content" key with the identity before it (zero-copy:
+ * *content_at is then where the content's str header starts). */
+enum scan_mode { SCAN_ALL, SCAN_IDS, SCAN_TO_CONTENT };
+
+/* Pass 1: validate buf and fill sc, as far as mode asks, walking (and
+ * validating) everything before that point. */
+static int scan_record(const void *buf, size_t len, sc_scan *sc, enum scan_mode mode,
+                       const uint8_t **content_at)
 {
 	sc_rd r = { buf, (const uint8_t *)buf + len };
 	sc_item it;
 	unsigned seen = 0;
+	bool ids_only = mode != SCAN_ALL;
 
 	memset(sc, 0, sizeof(*sc));
 	if (rd_item(&r, &it) || it.kind != K_MAP)
@@ -669,11 +676,17 @@ static int scan_record(const void *buf, size_t len, sc_scan *sc, bool ids_only)
 		size_t kn;
 		int f;
 
-		if (ids_only && seen == IDS_MASK)
+		if (mode == SCAN_IDS && seen == IDS_MASK)
 			return 0;
 		if (rd_str(&r, &k, &kn))
 			return BAD;
 		f = top_field(k, kn);
+		if (mode == SCAN_TO_CONTENT && f == F_CONTENT) {
+			if (seen != IDS_MASK)
+				return BAD;
+			*content_at = r.p;
+			return 0;
+		}
 		if (f < 0 || (ids_only && !(IDS_MASK & (1u << f)))) {
 			if (rd_skip(&r, 2))
 				return BAD;
@@ -685,9 +698,9 @@ static int scan_record(const void *buf, size_t len, sc_scan *sc, bool ids_only)
 		if (rd_field(&r, f, sc))
 			return BAD;
 	}
-	if (ids_only)
+	if (mode == SCAN_IDS)
 		return (seen & IDS_MASK) == IDS_MASK ? 0 : BAD;
-	if ((seen & REQUIRED_MASK) != REQUIRED_MASK || r.p != r.end)
+	if (mode == SCAN_TO_CONTENT || (seen & REQUIRED_MASK) != REQUIRED_MASK || r.p != r.end)
 		return BAD;
 	return 0;
 }
@@ -734,7 +747,7 @@ int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids
 	if (!buf)
 		return -EINVAL;
 
-	rc = scan_record(buf, len, &sc, false);
+	rc = scan_record(buf, len, &sc, SCAN_ALL, NULL);
 	if (rc)
 		goto out;
 
@@ -807,7 +820,7 @@ int sc_codec_peek_ids(const void *buf, size_t len, sc_ids *ids)
 
 	if (!buf || !ids)
 		return -EINVAL;
-	rc = scan_record(buf, len, &sc, true);
+	rc = scan_record(buf, len, &sc, SCAN_IDS, NULL);
 	if (rc == 0)
 		fill_ids(&sc, ids);
 	return rc;
@@ -829,58 +842,33 @@ SEMCACHE_API void semcache_response_free(semcache_response *r)
 int sc_codec_content_span(const void *prefix, size_t prefix_len, size_t total_len,
                           sc_ids *ids, size_t *off, size_t *clen)
 {
-	sc_rd r = { prefix, (const uint8_t *)prefix + prefix_len };
+	const uint8_t *p = NULL, *end = (const uint8_t *)prefix + prefix_len;
 	sc_scan sc;
-	sc_item it;
-	unsigned seen = 0;
+	size_t hdr, n;
 
 	if (!prefix || !ids || !off || !clen || prefix_len > total_len)
 		return -EINVAL;
-	memset(&sc, 0, sizeof(sc));
-	if (rd_item(&r, &it) || it.kind != K_MAP)
+	if (scan_record(prefix, prefix_len, &sc, SCAN_TO_CONTENT, &p) || p >= end)
 		return BAD;
-	for (uint64_t i = 0; i < it.u; i++) {
-		const uint8_t *k;
-		size_t kn;
-		if (rd_str(&r, &k, &kn))
+	/* The str header only (its bytes may lie beyond the prefix): fixstr,
+	 * str8, str16, str32. */
+	if ((*p & 0xe0) == 0xa0) {
+		hdr = 1;
+		n = *p & 0x1f;
+	} else if (*p >= 0xd9 && *p <= 0xdb) {
+		unsigned w = 1u << (*p - 0xd9);
+		hdr = 1 + w;
+		if ((size_t)(end - p) < hdr)
 			return BAD;
-		int f = top_field(k, kn);
-		if (f == F_CONTENT) {
-			if ((seen & IDS_MASK) != IDS_MASK || r.p >= r.end)
-				return BAD;
-			/* str header only: fixstr, str8, str16, str32 */
-			uint8_t t = *r.p;
-			size_t hdr, n;
-			if ((t & 0xe0) == 0xa0) {
-				hdr = 1;
-				n = t & 0x1f;
-			} else if (t >= 0xd9 && t <= 0xdb) {
-				unsigned w = 1u << (t - 0xd9);
-				hdr = 1 + w;
-				if ((size_t)(r.end - r.p) < hdr)
-					return BAD;
-				n = (size_t)ld_be(r.p + 1, w);
-			} else {
-				return BAD;
-			}
-			size_t start = (size_t)(r.p - (const uint8_t *)prefix) + hdr;
-			if (start > total_len || n > total_len - start)
-				return BAD;
-			fill_ids(&sc, ids);
-			*off = start;
-			*clen = n;
-			return 0;
-		}
-		if (f < 0 || !(IDS_MASK & (1u << f))) {
-			if (rd_skip(&r, 2))
-				return BAD;
-			continue;
-		}
-		if (seen & (1u << f))
-			return BAD;
-		seen |= 1u << f;
-		if (rd_field(&r, f, &sc))
-			return BAD;
+		n = (size_t)ld_be(p + 1, w);
+	} else {
+		return BAD;
 	}
-	return BAD;
+	size_t start = (size_t)(p - (const uint8_t *)prefix) + hdr;
+	if (start > total_len || n > total_len - start)
+		return BAD;
+	fill_ids(&sc, ids);
+	*off = start;
+	*clen = n;
+	return 0;
 }

@@ -1,8 +1,9 @@
 /*
  * fuzz_codec.c - fuzz harness for the response record decoder.
  *
- * Feeds arbitrary bytes to sc_codec_decode() and sc_codec_peek_ids(), the
- * two entry points that read records other processes and hosts wrote.
+ * Feeds arbitrary bytes to sc_codec_decode(), sc_codec_peek_ids() and
+ * sc_codec_content_span(), the entry points that read records other
+ * processes and hosts wrote.
  * Beyond "no crash, no leak" it checks what callers rely on: a failure is
  * SEMCACHE_EBADRECORD with *out NULL; a success has every required string
  * non-NULL, at most SC_CODEC_MAX_TOOL_CALLS calls, ids inside the input,
@@ -133,6 +134,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(rc == 0 || rc == SEMCACHE_EBADRECORD);
 		if (rc == 0)
 			CHECK(peek.ns >= lo && peek.scope + peek.scope_len <= hi);
+	}
+	/* Zero-copy: whatever prefix of the record is at hand, the content span
+	 * it reports lies inside the record, and on a record that decodes it is
+	 * exactly the decoded content. */
+	for (size_t plen = size < 64 ? size : 64;; plen = plen * 2 < size ? plen * 2 : size) {
+		size_t off = 0, clen = 0;
+		sc_ids zid;
+		int zr = sc_codec_content_span(data, plen, size, &zid, &off, &clen);
+		CHECK(zr == 0 || zr == SEMCACHE_EBADRECORD);
+		if (zr == 0) {
+			CHECK(off <= size && clen <= size - off);
+			if (r)
+				CHECK(clen == strlen(r->content) &&
+				      memcmp(data + off, r->content, clen) == 0);
+		}
+		if (plen == size)
+			break;
 	}
 	semcache_response_free(r);
 	return 0;
