@@ -3,28 +3,28 @@
  *
  * A payload occupies a chain of blocks linked through the separate `next`
  * array (so block contents are pure payload and a chain walk touches one
- * compact array).  Free blocks form one singly linked list; blocks unlinked
- * from a slot go to limbo, never straight back to the free list, because a
- * zero-copy reader may still be looking at them.  Limbo has two lists:
- * `lcur` collects retirements; `lold` holds the previous batch, stamped
- * with the grace-period epoch at which it was closed.  Reclaiming moves
- * `lold` to the free list once every live reader has passed that epoch,
- * then closes `lcur` into `lold` by advancing the grace-period counter.
+ * compact array); every chain ends in SC_NIL.  Free blocks form one singly
+ * linked list.  A chain unlinked from its slot is retired to limbo, never
+ * straight back to the free list, because a zero-copy reference may still
+ * be reading it.  Limbo is a list of whole chains, linked through
+ * `lnext[head]`, and reclaiming frees every chain whose head no live
+ * process has published in a hazard word (shm/proc.c).  So one held, slow
+ * or leaked reference keeps exactly its own chain in limbo; everything else
+ * is reused as soon as a writer needs it, and a writer never waits.
  *
- * Everything here runs under the writer mutex.  Readers walk chains without
+ * Everything here runs under the writer lock.  Readers walk chains without
  * it, so every link they follow is bounds-checked and the walk is bounded
  * by the chain length recorded in the slot (see sc_arena_read); a chain that
  * changed under a reader is caught by the slot's sequence word afterwards.
- * Why a mutex and not a lock-free free list: a process killed between
+ * Why a lock and not a lock-free free list: a process killed between
  * popping a block and linking it anywhere would leak it with no record of
- * who held it; under the robust mutex the next writer learns that the
- * holder died (EOWNERDEAD) and rebuilds the lists from the slots
- * (core/repair.c).  Writes are rare next to reads in an LLM cache (each
- * put follows a model call of seconds), so serialising them costs little.
+ * who held it; under the lock the next writer learns that the holder died
+ * and rebuilds the lists from the slots and hazards (core/repair.c).
+ * Writes are rare next to reads in an LLM cache (each put follows a model
+ * call of seconds), so serialising them costs little.
  */
-#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -34,106 +34,138 @@ uint32_t sc_blocks_for(const semcache *c, uint32_t len)
 	return n ? n : 1;
 }
 
+static void damaged(semcache *c)
+{
+	/* The lists disagree with their counts: the next writer rebuilds them. */
+	atomic_store_explicit(&c->hdr->needs_repair, 1, memory_order_relaxed);
+}
+
 uint32_t sc_arena_pop(semcache *c, uint32_t n)
 {
 	struct sc_header *h = c->hdr;
 	uint32_t fc = atomic_load_explicit(&h->free_count, memory_order_relaxed);
+	if (fc > c->nblocks)
+		goto bad;
 	if (n == 0 || fc < n)
 		return SC_NIL;
 	uint32_t head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
 	uint32_t b = head;
 	if (head >= c->nblocks)
-		goto damaged;
+		goto bad;
 	for (uint32_t i = 1; i < n; i++) {
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 		if (b >= c->nblocks)
-			goto damaged;
+			goto bad;
 	}
 	uint32_t rest = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	atomic_store_explicit(&c->next[b], SC_NIL, memory_order_relaxed);
 	atomic_store_explicit(&h->free_head, rest, memory_order_relaxed);
 	atomic_store_explicit(&h->free_count, fc - n, memory_order_relaxed);
 	return head;
-damaged:
-	/* The free list disagrees with its count: the next writer rebuilds it. */
-	atomic_store_explicit(&h->needs_repair, 1, memory_order_relaxed);
+bad:
+	damaged(c);
 	return SC_NIL;
-}
-
-static uint32_t chain_tail(semcache *c, uint32_t head, uint32_t n)
-{
-	uint32_t b = head;
-	for (uint32_t i = 1; i < n && b < c->nblocks; i++)
-		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
-	return b;
 }
 
 void sc_arena_retire(semcache *c, uint32_t head, uint32_t n)
 {
 	struct sc_header *h = c->hdr;
-	if (head >= c->nblocks || n == 0)
-		return;
-	uint32_t tail = chain_tail(c, head, n);
-	if (tail >= c->nblocks)
-		return;
-	if (h->lcur_head != SC_NIL && h->lcur_tail >= c->nblocks) {
-		/* damaged limbo list: leave the chain an orphan, repair collects it */
-		atomic_store_explicit(&h->needs_repair, 1, memory_order_relaxed);
-		return;
-	}
-	atomic_store_explicit(&c->next[tail], SC_NIL, memory_order_relaxed);
-	if (h->lcur_head == SC_NIL) {
-		h->lcur_head = head;
-	} else {
-		atomic_store_explicit(&c->next[h->lcur_tail], head, memory_order_relaxed);
-	}
-	h->lcur_tail = tail;
-	atomic_fetch_add_explicit(&h->lcur_count, n, memory_order_relaxed);
+	if (head >= c->nblocks || n == 0 || n > c->nblocks)
+		return; /* not a chain: left an orphan, repair collects it */
+	atomic_store_explicit(&c->lnext[head], atomic_load_explicit(&h->limbo_head,
+	                      memory_order_relaxed), memory_order_relaxed);
+	atomic_store_explicit(&h->limbo_head, head, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->limbo_blocks, n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->limbo_fresh, n, memory_order_relaxed);
 }
 
-static void free_lold(semcache *c)
+static bool pinned(const uint32_t *hz, size_t n, uint32_t head)
 {
-	struct sc_header *h = c->hdr;
-	if (h->lold_tail >= c->nblocks || h->lold_head >= c->nblocks) {
-		atomic_store_explicit(&h->needs_repair, 1, memory_order_relaxed);
-		return;
+	uint32_t v = head + 1;
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (hz[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	atomic_store_explicit(&c->next[h->lold_tail],
-	                      atomic_load_explicit(&h->free_head, memory_order_relaxed),
-	                      memory_order_relaxed);
-	atomic_store_explicit(&h->free_head, h->lold_head, memory_order_relaxed);
-	atomic_fetch_add_explicit(&h->free_count,
-	                          atomic_load_explicit(&h->lold_count, memory_order_relaxed),
-	                          memory_order_relaxed);
-	h->lold_head = h->lold_tail = SC_NIL;
-	atomic_store_explicit(&h->lold_count, 0, memory_order_relaxed);
+	return lo < n && hz[lo] == v;
+}
+
+/* Snapshot the hazards of live processes into c->hz; false when memory for
+ * it cannot be had (then nothing may be reused). */
+static bool collect(semcache *c, size_t *n)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		*n = sc_hazard_collect(&c->seg, c->hz, c->hz_cap);
+		if (*n <= c->hz_cap)
+			return true;
+		size_t cap = *n + 64;
+		uint32_t *p = realloc(c->hz, cap * sizeof *p);
+		if (!p)
+			return false;
+		c->hz = p;
+		c->hz_cap = cap;
+	}
+	return false;
 }
 
 void sc_arena_reclaim(semcache *c)
 {
 	struct sc_header *h = c->hdr;
-	if (h->lold_head != SC_NIL) {
-		if (!sc_grace_passed(c, h->lold_epoch))
-			return;
-		free_lold(c);
-		if (h->lold_head != SC_NIL)
-			return; /* damaged: left for repair */
-	}
-	if (h->lcur_head == SC_NIL)
+	uint32_t cur = atomic_load_explicit(&h->limbo_head, memory_order_relaxed);
+	if (cur == SC_NIL)
 		return;
-	h->lold_head = h->lcur_head;
-	h->lold_tail = h->lcur_tail;
-	atomic_store_explicit(&h->lold_count,
-	                      atomic_load_explicit(&h->lcur_count, memory_order_relaxed),
-	                      memory_order_relaxed);
-	h->lcur_head = h->lcur_tail = SC_NIL;
-	atomic_store_explicit(&h->lcur_count, 0, memory_order_relaxed);
-	/* Close the batch: readers entering from now on read an epoch past
-	 * lold_epoch, and they can no longer reach these blocks (they were
-	 * unlinked from their slots before this RMW). */
-	h->lold_epoch = atomic_fetch_add_explicit(&h->gp, 1, memory_order_seq_cst);
-	if (sc_grace_passed(c, h->lold_epoch))
-		free_lold(c);
+	size_t nhz;
+	if (!collect(c, &nhz))
+		return;
+	uint32_t maxchain = sc_blocks_for(c, c->max_payload);
+	uint32_t prev = SC_NIL;
+	uint32_t free_head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
+	uint32_t freed = 0;
+	for (uint32_t steps = 0; cur != SC_NIL; steps++) {
+		if (cur >= c->nblocks || steps >= c->nblocks) {
+			damaged(c);
+			break;
+		}
+		uint32_t nxt = atomic_load_explicit(&c->lnext[cur], memory_order_relaxed);
+		if (pinned(c->hz, nhz, cur)) {
+			prev = cur;
+			cur = nxt;
+			continue;
+		}
+		/* Find the chain's tail; it must end in SC_NIL within a payload. */
+		uint32_t tail = cur, k = 1;
+		for (;;) {
+			uint32_t b = atomic_load_explicit(&c->next[tail], memory_order_relaxed);
+			if (b == SC_NIL)
+				break;
+			if (b >= c->nblocks || ++k > maxchain) {
+				tail = SC_NIL;
+				break;
+			}
+			tail = b;
+		}
+		if (tail == SC_NIL) {
+			damaged(c);
+			break;
+		}
+		if (prev == SC_NIL)
+			atomic_store_explicit(&h->limbo_head, nxt, memory_order_relaxed);
+		else
+			atomic_store_explicit(&c->lnext[prev], nxt, memory_order_relaxed);
+		atomic_store_explicit(&c->lnext[cur], SC_NIL, memory_order_relaxed);
+		atomic_store_explicit(&c->next[tail], free_head, memory_order_relaxed);
+		free_head = cur;
+		freed += k;
+		cur = nxt;
+	}
+	uint32_t lb = atomic_load_explicit(&h->limbo_blocks, memory_order_relaxed);
+	atomic_store_explicit(&h->free_head, free_head, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->free_count, freed, memory_order_relaxed);
+	atomic_store_explicit(&h->limbo_blocks, lb >= freed ? lb - freed : 0, memory_order_relaxed);
+	atomic_store_explicit(&h->limbo_fresh, 0, memory_order_relaxed);
 }
 
 void sc_arena_write(semcache *c, uint32_t head, const void *data, uint32_t len)
@@ -166,37 +198,4 @@ int sc_arena_read(const semcache *c, uint32_t head, uint32_t nblocks, void *out,
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	}
 	return 0;
-}
-
-/*
- * Reclaim until `need` blocks are free, waiting for readers of the old
- * limbo batch to leave their read-side sections: zero-copy references are
- * normally held for microseconds, so the writer (never a reader) waits a
- * bounded time, as synchronize_rcu() would, before reporting the space as
- * held.  Returns true when need blocks are free.
- */
-bool sc_arena_reclaim_wait(semcache *c, uint32_t need)
-{
-	struct sc_header *h = c->hdr;
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (unsigned i = 0;; i++) {
-		sc_arena_reclaim(c);
-		if (atomic_load_explicit(&h->free_count, memory_order_relaxed) >= need)
-			return true;
-		if (h->lold_head == SC_NIL && h->lcur_head == SC_NIL)
-			return false; /* nothing left to wait for */
-		if (h->lold_head == SC_NIL)
-			continue; /* lcur was just closed; check its grace period */
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		long us = (now.tv_sec - t0.tv_sec) * 1000000L + (now.tv_nsec - t0.tv_nsec) / 1000;
-		if (us > SC_GRACE_WAIT_US)
-			return false;
-		if (i < 64) {
-			sched_yield();
-		} else {
-			struct timespec d = { 0, 50000 };
-			nanosleep(&d, NULL);
-		}
-	}
 }

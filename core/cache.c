@@ -138,8 +138,10 @@ void sc_slot_clear(semcache *c, uint32_t s)
 	struct sc_slot *sl = &c->slot[s];
 	if (!(sl->flags & SC_SLOT_USED))
 		return;
-	sc_index_remove(c, s);
+	/* Odd first, then unindex: an even used slot is always indexed (see
+	 * shm/layout.h), so a writer killed here hides nothing live. */
 	sc_slot_begin(sl);
+	sc_index_remove(c, s);
 	uint32_t head = sl->head, n = sl->nblocks;
 	sl->flags = 0;
 	sl->head = SC_NIL;
@@ -159,7 +161,7 @@ static void count(semcache *c, _Atomic uint64_t *field)
 	(void)c;
 	atomic_fetch_add_explicit(field, 1, memory_order_relaxed);
 }
-#define COUNT(c, f) do { if ((c)->me) count((c), &(c)->me->c.f); } while (0)
+#define COUNT(c, f) do { if ((c)->seg.me) count((c), &(c)->seg.me->c.f); } while (0)
 
 /*
  * CLOCK: sweep from the hand, clearing reference words, and take the first
@@ -172,7 +174,7 @@ static void count(semcache *c, _Atomic uint64_t *field)
 static uint32_t clock_victim(semcache *c, uint32_t exclude, int64_t now, bool for_blocks)
 {
 	struct sc_header *h = c->hdr;
-	uint32_t hand = h->clock_hand % c->slots;
+	uint32_t hand = atomic_load_explicit(&h->clock_hand, memory_order_relaxed) % c->slots;
 	uint32_t candidate = SC_NIL, lookahead = 0;
 
 	for (uint64_t i = 0; i < 2ull * c->slots + 1; i++) {
@@ -201,7 +203,7 @@ static uint32_t clock_victim(semcache *c, uint32_t exclude, int64_t now, bool fo
 		else
 			candidate = s;
 	}
-	h->clock_hand = hand;
+	atomic_store_explicit(&h->clock_hand, hand, memory_order_relaxed);
 	return candidate;
 }
 
@@ -228,29 +230,27 @@ static bool evictable(semcache *c, uint32_t exclude)
 
 /*
  * Make `need` blocks free: reclaim limbo, evicting by CLOCK while short.
- * Evicts a batch (slack) beyond the need before reclaiming, so the
- * grace-period check over the process table is paid once per batch, not
- * once per put.  If a zero-copy reader holds the old limbo batch past the
- * bounded wait, evicting more cannot help (the new batch waits behind it):
- * SEMCACHE_EFULL.
+ * Victims' chains go to limbo and come back at the next reclaim unless a
+ * zero-copy reference pins them, so a pinned chain costs only itself: the
+ * loop evicts past it.  The hazard scan is paid once per batch of
+ * evictions, not once per victim.  Never waits: when what is left is
+ * pinned (or nothing is evictable), SEMCACHE_EFULL at once.
  */
 static int ensure_blocks(semcache *c, uint32_t need, uint32_t exclude, int64_t now)
 {
 	struct sc_header *h = c->hdr;
-	uint32_t slack = c->nblocks / 64;
-	for (uint64_t guard = 0; guard < 4ull * c->slots + 8; guard++) {
+	for (uint64_t guard = 0; guard < 2ull * c->slots + 8; guard++) {
 		uint32_t fc = atomic_load_explicit(&h->free_count, memory_order_relaxed);
 		if (fc >= need)
 			return 0;
-		uint64_t pending = (uint64_t)atomic_load_explicit(&h->lcur_count, memory_order_relaxed) +
-		                   atomic_load_explicit(&h->lold_count, memory_order_relaxed);
+		uint32_t fresh = atomic_load_explicit(&h->limbo_fresh, memory_order_relaxed);
 		bool can_evict = evictable(c, exclude);
-		if (fc + pending >= (uint64_t)need + slack || !can_evict) {
-			if (sc_arena_reclaim_wait(c, need))
-				return 0;
-			if (!can_evict || h->lold_head != SC_NIL)
-				return SEMCACHE_EFULL;
+		if (fresh && ((uint64_t)fc + fresh >= need || !can_evict)) {
+			sc_arena_reclaim(c);
+			continue;
 		}
+		if (!can_evict)
+			return SEMCACHE_EFULL;
 		uint32_t v = clock_victim(c, exclude, now, true);
 		if (v == SC_NIL)
 			return SEMCACHE_EFULL;
@@ -397,15 +397,17 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	if (fresh) {
 		atomic_store_explicit(&sl->ref, 0, memory_order_relaxed);
 		atomic_store_explicit(&c->slot[s].hits, 0, memory_order_relaxed);
+		/* Indexed while still odd: readers that reach it wait for the
+		 * even sequence, and a writer killed before that leaves no live
+		 * slot unindexed. */
+		sc_index_insert(c, &hk, s);
+		atomic_fetch_add_explicit(&c->hdr->entries, 1, memory_order_relaxed);
 	}
 	sc_slot_end(sl);
-
-	if (fresh) {
-		atomic_fetch_add_explicit(&c->hdr->entries, 1, memory_order_relaxed);
-		sc_index_insert(c, &hk, s);
-	} else {
+	if (!fresh)
 		sc_arena_retire(c, old_head, old_n);
-	}
+	if (atomic_load_explicit(&c->hdr->limbo_fresh, memory_order_relaxed) >= SC_RECLAIM_BATCH)
+		sc_arena_reclaim(c);
 	COUNT(c, puts);
 	rc = 0;
 out:
@@ -505,22 +507,6 @@ static bool ids_equal(const char *a, size_t alen, const char *b)
 	return strlen(b) == alen && memcmp(a, b, alen) == 0;
 }
 
-/* Remove an exact-expired, semantically dead entry if the writer lock is
- * free right now; a reader never waits for it. */
-static void reclaim_expired(semcache *c, uint32_t s, const uint8_t digest[32])
-{
-	if (sc_wtrylock(c) != 0)
-		return;
-	struct sc_slot *sl = &c->slot[s];
-	int64_t now = sc_now(c);
-	if ((sl->flags & SC_SLOT_USED) && memcmp(sl->digest, digest, 32) == 0 &&
-	    sc_slot_dead(sl, now)) {
-		COUNT(c, expirations);
-		sc_slot_clear(c, s);
-	}
-	sc_wunlock(c);
-}
-
 static int touch_entry(semcache *c, const uint8_t digest[32], const sc_hkey *hk)
 {
 	int rc = sc_wlock(c);
@@ -586,6 +572,7 @@ struct find {
 	int64_t now;
 	semcache_response *out;  /* get */
 	semcache_ref *ref;       /* get_ref */
+	bool pin;                /* get_ref: pin the chain with a hazard word */
 	uint32_t slot;
 };
 
@@ -596,11 +583,8 @@ static int get_try_slot(semcache *c, uint32_t s, void *arg)
 	int r = read_slot(c, g->t, s, g->digest, NULL, &v);
 	if (r != READ_OK)
 		return r;
-	if (v.exact_exp_ms <= g->now) {
-		if (view_dead(&v, g->now))
-			reclaim_expired(c, s, g->digest);
-		return READ_STOP;
-	}
+	if (v.exact_exp_ms <= g->now)
+		return READ_STOP; /* expired: left to writers, readers never lock */
 	sc_ids ids;
 	int rc = sc_codec_decode(g->t->rbuf, v.len, &g->out, &ids);
 	if (rc == -ENOMEM)
@@ -734,10 +718,12 @@ static int ref_copy(semcache_ref *ref, const uint8_t *rec, size_t off, size_t cl
 	return 0;
 }
 
-/* One attempt at slot s: READ_OK with ref filled, or READ_* / -errno. */
-static int ref_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_t digest[32],
-                    const char *ns, const char *key, int64_t now, semcache_ref *ref)
+/* One attempt at slot s: READ_OK with ref filled (and, when pinned, its
+ * hazard word held), or READ_* / -errno with nothing held. */
+static int ref_slot(semcache *c, struct find *f, uint32_t s, bool pin)
 {
+	struct tls_scratch *t = f->t;
+	semcache_ref *ref = f->ref;
 	struct sc_slot *sl = &c->slot[s];
 	uint32_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
 	if (s1 & 1u)
@@ -750,68 +736,99 @@ static int ref_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8_
 	uint32_t head = __atomic_load_n(&sl->head, __ATOMIC_RELAXED);
 	uint32_t nb = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
 	int r = READ_OK;
-	if (!(flags & SC_SLOT_USED) || memcmp(d, digest, 32) != 0 || exp <= now)
+	if (!(flags & SC_SLOT_USED) || memcmp(d, f->digest, 32) != 0 || exp <= f->now)
 		r = READ_EMPTY;
-	else if (len == 0 || len > c->max_payload || nb != sc_blocks_for(c, len))
+	else if (len == 0 || len > c->max_payload || nb != sc_blocks_for(c, len) ||
+	         head >= c->nblocks)
 		r = READ_BAD;
-	if (r == READ_OK) {
-		if (!grow((void **)&t->rbuf, &t->rcap, len))
-			return -ENOMEM;
-		/* The identity and the content header sit at the front: parse the
-		 * first block, then (rarely: long namespace or key) a 4 KB prefix. */
-		uint32_t plen = len < c->block_size ? len : c->block_size;
-		sc_ids ids;
-		size_t off = 0, clen = 0;
-		int sr = -1;
-		if (sc_arena_read(c, head, 1, t->rbuf, plen) == 0)
+	if (r != READ_OK) {
+		atomic_thread_fence(memory_order_acquire);
+		return atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1 ? READ_RETRY : r;
+	}
+
+	/* Pin the chain: publish its head, then check the slot still names it.
+	 * From then on no writer reuses the chain until the hazard is cleared.
+	 * With every hazard word of this process busy, the content is copied
+	 * instead, into memory the reference owns: it pins nothing. */
+	uint32_t hk = 0, hval = head + 1;
+	bool pinned = false, copy = false;
+	if (pin) {
+		int hr = sc_hazard_set(&c->seg, hval, &hk);
+		if (hr == 0)
+			pinned = true;
+		else if (hr == -EMFILE)
+			copy = true;
+		else
+			return hr;
+		if (pinned && atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1) {
+			sc_hazard_clear(&c->seg, hk, hval);
+			return READ_RETRY;
+		}
+	}
+	if (!grow((void **)&t->rbuf, &t->rcap, len)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* The identity and the content header sit at the front: parse the
+	 * first block, then (rarely: long namespace or key) a 4 KB prefix. */
+	uint32_t plen = copy ? len : len < c->block_size ? len : c->block_size;
+	sc_ids ids;
+	size_t off = 0, clen = 0;
+	int sr = -1;
+	if (sc_arena_read(c, head, sc_blocks_for(c, plen), t->rbuf, plen) == 0)
+		sr = sc_codec_content_span(t->rbuf, plen, len, &ids, &off, &clen);
+	if (sr < 0 && plen < len) {
+		plen = len < SC_REF_PREFIX ? len : SC_REF_PREFIX;
+		if (sc_arena_read(c, head, sc_blocks_for(c, plen), t->rbuf, plen) == 0)
 			sr = sc_codec_content_span(t->rbuf, plen, len, &ids, &off, &clen);
-		if (sr < 0 && plen < len) {
-			plen = len < SC_REF_PREFIX ? len : SC_REF_PREFIX;
-			if (sc_arena_read(c, head, sc_blocks_for(c, plen), t->rbuf, plen) == 0)
-				sr = sc_codec_content_span(t->rbuf, plen, len, &ids, &off, &clen);
-		}
-		if (sr < 0 && plen < len) {
-			/* content header beyond the prefix: copy it all */
-			if (sc_arena_read(c, head, nb, t->rbuf, len) < 0 ||
-			    sc_codec_content_span(t->rbuf, len, len, &ids, &off, &clen) < 0)
-				r = READ_BAD;
-			else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key))
-				r = READ_EMPTY;
-			else if ((r = ref_copy(ref, t->rbuf, off, clen)) == 0)
-				ref->len = clen;
-		} else if (sr < 0) {
-			r = READ_BAD;
-		} else if (!ids_equal(ids.ns, ids.ns_len, ns) || !ids_equal(ids.key, ids.key_len, key)) {
-			r = READ_EMPTY;
-		} else {
-			r = ref_build(c, head, nb, off, clen, ref);
-			ref->len = clen;
-		}
-		if (r < 0)
-			return r;
 	}
-	atomic_thread_fence(memory_order_acquire);
-	if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1) {
-		ref_reset(ref);
-		return READ_RETRY;
+	if (sr < 0 && plen < len) {
+		/* content header beyond the prefix: copy it all */
+		copy = true;
+		plen = len;
+		if (sc_arena_read(c, head, nb, t->rbuf, len) == 0)
+			sr = sc_codec_content_span(t->rbuf, len, len, &ids, &off, &clen);
 	}
-	if (r != READ_OK)
-		ref_reset(ref);
+	if (sr < 0)
+		r = READ_BAD;
+	else if (!ids_equal(ids.ns, ids.ns_len, f->ns) || !ids_equal(ids.key, ids.key_len, f->key))
+		r = READ_EMPTY;
+	else if (copy)
+		r = ref_copy(ref, t->rbuf, off, clen);
 	else
-		ref->iov = ref->heap_iov_ ? ref->heap_iov_ : ref->inline_iov_;
-	return r;
+		r = ref_build(c, head, nb, off, clen, ref);
+	if (r == READ_OK)
+		ref->len = clen;
+	if (r >= 0) {
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1)
+			r = READ_RETRY;
+	}
+out:
+	if (r != READ_OK) {
+		ref_reset(ref);
+		if (pinned)
+			sc_hazard_clear(&c->seg, hk, hval);
+		return r;
+	}
+	ref->iov = ref->heap_iov_ ? ref->heap_iov_ : ref->inline_iov_;
+	ref->held_ = pinned ? 1 : 2;
+	ref->rec_ = pinned ? c->seg.me_idx : 0;
+	ref->slot_ = hk;
+	ref->owner_ = pinned ? ((uint64_t)c->seg.me_gen << 32) | hval : 0;
+	return READ_OK;
 }
 
 static int ref_try_slot(semcache *c, uint32_t s, void *arg)
 {
-	struct find *r = arg;
-	int rc = ref_slot(c, r->t, s, r->digest, r->ns, r->key, r->now, r->ref);
+	struct find *f = arg;
+	int rc = ref_slot(c, f, s, f->pin);
 	if (rc == READ_OK)
-		r->slot = s;
+		f->slot = s;
 	return rc;
 }
 
-int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool grace)
+int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool pin)
 {
 	struct tls_scratch *t;
 	uint8_t digest[32];
@@ -826,35 +843,26 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 	ref->iov = ref->inline_iov_;
 	if (!c || !ns || !key)
 		return -EINVAL;
+	if (pin && !c->seg.me)
+		return SEMCACHE_EPROCFULL;
 	if (!(t = scratch()))
 		return -ENOMEM;
 	if ((rc = sc_key_digest(ns, key, digest)) < 0)
 		return rc;
 	sc_hkey_make(c, digest, &hk);
-	uint32_t rslot = 0;
-	if (grace && (rc = sc_read_enter(c, &rslot)) < 0)
-		return rc; /* no process record: SEMCACHE_EPROCFULL */
 
-	struct find rt = { .t = t, .digest = digest, .ns = ns, .key = key, .now = sc_now(c), .ref = ref };
-	rc = lookup(c, &hk, ref_try_slot, &rt);
+	struct find f = { .t = t, .digest = digest, .ns = ns, .key = key, .now = sc_now(c),
+	                  .ref = ref, .pin = pin };
+	rc = lookup(c, &hk, ref_try_slot, &f);
 	if (rc < 0)
-		goto fail;
+		return rc;
 	if (rc == READ_OK) {
-		ref->held_ = grace ? 1 : 2;
-		ref->rec_ = c->proc_idx;
-		ref->slot_ = rslot;
-		ref->owner_ = grace ? atomic_load_explicit(&c->me->owner, memory_order_relaxed) : 0;
-		mark_referenced(c, rt.slot);
+		mark_referenced(c, f.slot);
 		COUNT(c, hits);
 		return 0;
 	}
 	COUNT(c, misses);
-	rc = SEMCACHE_ENOTFOUND;
-fail:
-	ref_reset(ref);
-	if (grace)
-		sc_read_exit(c, c->proc_idx, rslot);
-	return rc;
+	return SEMCACHE_ENOTFOUND;
 }
 
 int semcache_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref)
@@ -866,12 +874,13 @@ void semcache_release(semcache *c, semcache_ref *ref)
 {
 	if (!ref)
 		return;
-	/* Only the process that took the reference releases its reader word:
-	 * a copy inherited through fork(), or one released through a handle of
-	 * another process, must not clear this process's words. */
-	if (ref->held_ == 1 && c && c->me && ref->rec_ == c->proc_idx &&
-	    ref->owner_ == atomic_load_explicit(&c->me->owner, memory_order_relaxed))
-		sc_read_exit(c, ref->rec_, ref->slot_);
+	/* Only the record that took the reference clears its hazard word, and
+	 * only while that record still has the generation it had then: a copy
+	 * inherited through fork(), or one released through a handle of
+	 * another process, must not unpin someone else's chain. */
+	if (ref->held_ == 1 && c && c->seg.me && ref->rec_ == c->seg.me_idx &&
+	    (uint32_t)(ref->owner_ >> 32) == c->seg.me_gen)
+		sc_hazard_clear(&c->seg, ref->slot_, (uint32_t)ref->owner_);
 	ref->held_ = 0;
 	ref_reset(ref);
 }
@@ -999,8 +1008,8 @@ int semcache_search_topk(semcache *c, const char *ns, const char *scope, const f
 		COUNT(c, sem_hits);
 	} else {
 		COUNT(c, sem_misses);
-		if (c->me && best_seen > -2.0f)
-			sc_count_best_miss(&c->me->c, best_seen);
+		if (c->seg.me && best_seen > -2.0f)
+			sc_count_best_miss(&c->seg.me->c, best_seen);
 	}
 	return 0;
 fail:
@@ -1053,6 +1062,7 @@ int semcache_invalidate(semcache *c, const char *ns, const char *prefix, uint64_
 
 	if ((rc = sc_wlock(c)) < 0)
 		return rc;
+	int64_t now = sc_now(c);
 	for (uint32_t s = 0; s < c->slots; s++) {
 		struct sc_slot *sl = &c->slot[s];
 		if (!(sl->flags & SC_SLOT_USED))
@@ -1072,11 +1082,16 @@ int semcache_invalidate(semcache *c, const char *ns, const char *prefix, uint64_
 			if (prefix && (ids.key_len < pfx_len || memcmp(ids.key, prefix, pfx_len) != 0))
 				continue;
 		}
+		/* An expired entry goes too, counted as what it is. */
+		if (sc_slot_dead(sl, now)) {
+			COUNT(c, expirations);
+		} else {
+			n++;
+		}
 		sc_slot_clear(c, s);
-		n++;
 	}
-	if (c->me)
-		atomic_fetch_add_explicit(&c->me->c.invalidations, n, memory_order_relaxed);
+	if (c->seg.me)
+		atomic_fetch_add_explicit(&c->seg.me->c.invalidations, n, memory_order_relaxed);
 	sc_arena_reclaim(c);
 	sc_wunlock(c);
 	if (count_out)
@@ -1119,7 +1134,7 @@ int semcache_stat(semcache *c, semcache_stats *st)
 	st->max_payload = c->max_payload;
 	st->quant = c->quant;
 	st->arena_bytes = (uint64_t)c->nblocks * c->block_size;
-	st->segment_bytes = c->size;
+	st->segment_bytes = c->seg.size;
 	st->exact_ttl_ms = c->exact_ttl_ms;
 	st->semantic_ttl_ms = c->semantic_ttl_ms;
 	st->threshold = c->threshold;
@@ -1127,46 +1142,47 @@ int semcache_stat(semcache *c, semcache_stats *st)
 	st->entries = atomic_load_explicit(&h->entries, memory_order_relaxed);
 	st->blocks_total = c->nblocks;
 	st->blocks_free = atomic_load_explicit(&h->free_count, memory_order_relaxed);
-	st->blocks_limbo = (uint64_t)atomic_load_explicit(&h->lcur_count, memory_order_relaxed) +
-	                   atomic_load_explicit(&h->lold_count, memory_order_relaxed);
+	st->blocks_limbo = atomic_load_explicit(&h->limbo_blocks, memory_order_relaxed);
 	if (st->blocks_free + st->blocks_limbo > st->blocks_total)
 		st->blocks_limbo = st->blocks_total - st->blocks_free; /* racing a writer */
 	st->blocks_used = st->blocks_total - st->blocks_free - st->blocks_limbo;
 	st->bytes_used = st->blocks_used * c->block_size;
 	st->bytes_free = st->blocks_free * c->block_size;
-	st->grace_period = atomic_load_explicit(&h->gp, memory_order_relaxed);
+	st->repairs = atomic_load_explicit(&h->repairs, memory_order_relaxed);
 	st->total.sem_miss_best = -2.0f;
 	counters_load(&st->total, &h->departed);
+	/* Every record's counters count, live or not: a departed owner's stay
+	 * in its record until the next claimant folds them into "departed". */
 	uint32_t hwm = atomic_load_explicit(&h->procs_hwm, memory_order_relaxed);
 	for (uint32_t i = 0; i < hwm && i < c->max_procs; i++) {
-		if (!atomic_load_explicit(&c->procs[i].owner, memory_order_relaxed))
-			continue;
-		st->procs_attached++;
 		counters_load(&st->total, &c->procs[i].c);
+		if (sc_proc_alive(&c->seg, i))
+			st->procs_attached++;
 	}
 	return 0;
 }
 
 int semcache_procs(semcache *c, semcache_proc_info *info, size_t cap, size_t *n)
 {
+	if (c)
+		sc_ensure_record(c);
 	if (!c || !n || (cap && !info))
 		return -EINVAL;
 	*n = 0;
 	uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_relaxed);
 	for (uint32_t i = 0; i < hwm && i < c->max_procs && *n < cap; i++) {
 		struct sc_proc *p = &c->procs[i];
-		uint64_t o = atomic_load_explicit(&p->owner, memory_order_relaxed);
-		if (!o)
+		if (!sc_proc_alive(&c->seg, i))
 			continue;
 		semcache_proc_info *pi = &info[(*n)++];
 		memset(pi, 0, sizeof *pi);
 		pi->index = i;
-		pi->pid = (int32_t)(o & 0xffffffffu);
-		pi->start_time = p->start_time;
-		pi->alive = sc_proc_alive(pi->pid, o >> 32);
-		pi->in_read_section = 0;
-		for (int k = 0; k < SC_READER_SLOTS; k++)
-			pi->in_read_section |= atomic_load_explicit(&p->reader[k], memory_order_relaxed) != 0;
+		pi->pid = atomic_load_explicit(&p->pid, memory_order_relaxed);
+		pi->attached_ms = atomic_load_explicit(&p->attached_ms, memory_order_relaxed);
+		pi->alive = 1;
+		pi->self = c->seg.me && i == c->seg.me_idx;
+		for (int k = 0; k < SC_HAZARDS; k++)
+			pi->pins += atomic_load_explicit(&p->hazard[k], memory_order_relaxed) != 0;
 		pi->counters.sem_miss_best = -2.0f;
 		counters_load(&pi->counters, &p->c);
 	}
@@ -1243,10 +1259,11 @@ int semcache_verify(semcache *c, char *report, size_t report_len)
 		return -EINVAL;
 	if (report && report_len)
 		report[0] = '\0';
+	if (c)
+		sc_ensure_record(c);
 	int rc = sc_wlock(c);
 	if (rc < 0)
 		return rc;
-	sc_procs_reap(c);
 	rc = sc_check(c, report, report_len);
 	sc_wunlock(c);
 	return rc;

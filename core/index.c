@@ -92,11 +92,11 @@ int sc_index_insert(semcache *c, const sc_hkey *k, uint32_t slot)
 		uint32_t s = (uint32_t)e - 1;
 		atomic_store_explicit(&b->e[victim], 0, memory_order_release);
 		if (s < c->slots && s != slot && (c->slot[s].flags & SC_SLOT_USED)) {
-			if (c->me) {
+			if (c->seg.me) {
 				if (best == 0)
-					atomic_fetch_add_explicit(&c->me->c.expirations, 1, memory_order_relaxed);
+					atomic_fetch_add_explicit(&c->seg.me->c.expirations, 1, memory_order_relaxed);
 				else
-					atomic_fetch_add_explicit(&c->me->c.evictions, 1, memory_order_relaxed);
+					atomic_fetch_add_explicit(&c->seg.me->c.evictions, 1, memory_order_relaxed);
 			}
 			sc_slot_clear(c, s);
 		}

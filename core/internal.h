@@ -16,6 +16,10 @@
 
 #include "semcache.h"
 #include "../shm/layout.h"
+#include "../shm/segment.h"
+#include "../shm/proc.h"
+#include "../shm/lock.h"
+#include "../shm/hash.h"
 #include "scan.h"
 #include "codec.h"
 
@@ -23,18 +27,14 @@
 #define SC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /*
- * A process's view of one segment.  Geometry is copied out of the header at
- * attach, after validation, and every bounds check uses these private
- * copies: a process that later scribbles over the shared header cannot make
- * another process index outside the mapping.
+ * A process's view of one segment: the segment layer's part (file, mapping,
+ * validated geometry, process record, see shm/segment.h) plus pointers to
+ * the regions the cache uses, computed once from the validated geometry.
  */
 struct semcache {
-	int fd;
-	char *path;
-	uint8_t *base;
-	size_t size;
+	struct sc_seg seg;
 
-	/* validated geometry (private copies) */
+	/* validated geometry (private copies, from seg.g) */
 	uint32_t slots, dim, row_stride, buckets, block_size, block_shift, nblocks;
 	uint32_t max_procs, max_payload, quant, qstride;
 	int64_t exact_ttl_ms, semantic_ttl_ms;
@@ -51,14 +51,18 @@ struct semcache {
 	uint8_t *qmatrix;
 	float *qscale;
 	_Atomic uint32_t *next;
+	_Atomic uint32_t *lnext;
 	uint8_t *arena;
 
-	/* this process's record; a forked child claims its own on first use */
-	uint32_t proc_idx;
-	struct sc_proc *me;
-	pid_t pid;
+	/* A child forked with an open handle claims its own record on its first
+	 * call (see sc_ensure_record); norecord handles never do. */
 	_Atomic int need_record;
+	bool norecord;
 	pthread_mutex_t rec_mu;   /* serialises the lazy claim among threads */
+
+	/* writer scratch (under the writer lock): hazard snapshot */
+	uint32_t *hz;
+	size_t hz_cap;
 
 	const sc_kernel *kernel;
 	int64_t (*clock_ms)(void *arg);
@@ -70,40 +74,25 @@ struct semcache {
 
 /* ---- key.c: digests, keyed hashes, checksums ---- */
 int sc_key_digest(const char *ns, const char *key, uint8_t out[32]);
-uint64_t sc_siphash(const uint64_t k[2], const void *data, size_t len);
 uint64_t sc_ns_hash(const semcache *c, const char *ns, size_t ns_len);
 uint64_t sc_scope_tag(const semcache *c, const char *ns, size_t ns_len,
                       const char *scope, size_t scope_len);
 uint32_t sc_checksum(const void *data, size_t len);
-int sc_random_bytes(void *buf, size_t len);
 
-/* ---- shm/segment.c ---- */
+/* ---- core/handle.c: the handle, fork, the writer lock with repair ---- */
 int64_t sc_now(const semcache *c);
 int sc_wlock(semcache *c);       /* 0, or error; repairs after a dead holder */
-int sc_wtrylock(semcache *c);    /* 0, -EBUSY, or error */
 void sc_wunlock(semcache *c);
-
-/* ---- shm/proc.c: process table and grace periods ---- */
-
-int sc_proc_attach(semcache *c);
-void sc_proc_detach(semcache *c);
-int sc_proc_alive(int32_t pid, uint64_t start_time);
-uint64_t sc_proc_start_time(int32_t pid);
-uint32_t sc_procs_reap(semcache *c);            /* release dead records; under wlock */
-bool sc_grace_passed(semcache *c, uint64_t epoch); /* under wlock */
-int sc_read_enter(semcache *c, uint32_t *slot);
-void sc_read_exit(semcache *c, uint32_t rec, uint32_t slot);
-void sc_counters_add(struct sc_counters *to, struct sc_counters *from);
-void sc_count_best_miss(struct sc_counters *c, float sim);
 /* A child forked with an open handle claims its record on its first call,
  * not in the fork handler: a child that only exec()s claims nothing. */
 void sc_ensure_record_slow(semcache *c);
 static inline void sc_ensure_record(semcache *c)
 {
-	/* acquire: a thread that sees 0 also sees the record (c->me) claimed */
+	/* acquire: a thread that sees 0 also sees the record claimed */
 	if (SC_UNLIKELY(atomic_load_explicit(&c->need_record, memory_order_acquire)))
 		sc_ensure_record_slow(c);
 }
+#define SC_COUNTERS(c) ((c)->seg.me ? &(c)->seg.me->c : NULL)
 
 /* ---- core/arena.c: payload blocks (all under wlock) ---- */
 static inline uint8_t *sc_block(const semcache *c, uint32_t b)
@@ -114,8 +103,7 @@ uint32_t sc_blocks_for(const semcache *c, uint32_t len);
 uint32_t sc_arena_pop(semcache *c, uint32_t n);      /* chain of n blocks, or SC_NIL */
 void sc_arena_retire(semcache *c, uint32_t head, uint32_t n);
 void sc_arena_reclaim(semcache *c);
-#define SC_GRACE_WAIT_US 100000 /* longest a writer waits for zero-copy readers */
-bool sc_arena_reclaim_wait(semcache *c, uint32_t need);
+#define SC_RECLAIM_BATCH 64 /* retired blocks that make a writer reclaim unasked */
 void sc_arena_write(semcache *c, uint32_t head, const void *data, uint32_t len);
 /* Copy a chain out without trusting it: returns 0, or -1 on a bad link. */
 int sc_arena_read(const semcache *c, uint32_t head, uint32_t nblocks, void *out,
@@ -138,12 +126,12 @@ bool sc_slot_dead(const struct sc_slot *s, int64_t now);
 void sc_slot_begin(struct sc_slot *s);
 void sc_slot_end(struct sc_slot *s);
 
-/* Zero-copy get; grace=false skips the read-side section and exists only
- * so the benchmark can price grace-period tracking (unsafe otherwise). */
-int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool grace);
+/* Zero-copy get; pin=false publishes no hazard and exists only so the
+ * benchmark can price pinning (unsafe otherwise). */
+int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool pin);
 
 /* ---- core/repair.c ---- */
-int sc_repair(semcache *c);   /* under wlock: rebuild derived state from slots */
+int sc_repair(semcache *c);   /* under wlock: fix derived state in place from the slots */
 int sc_check(semcache *c, char *report, size_t len); /* under wlock */
 
 #endif

@@ -1,26 +1,30 @@
 /*
- * repair.c - rebuild after a dead writer, and the consistency check.
+ * repair.c - repair in place after a dead writer, and the consistency check.
  *
- * The slots are the source of truth; everything else (index, free list,
- * limbo, scan metadata, entry count) is derived state that a writer may
- * have left half-changed when it died.  sc_repair() runs under the writer
- * mutex, right after pthread_mutex_lock() reported EOWNERDEAD (or when the
- * first process attaches a segment nobody else has open), and:
+ * The slots are the source of truth; the rest (index, free list, limbo,
+ * scan metadata, entry count) is derived state that a writer may have left
+ * half-changed when it died.  sc_repair() runs under the writer lock, when
+ * the lock was taken over from a dead holder or a writer found damage
+ * (needs_repair), and fixes things in place, never clearing anything that
+ * reaches a live entry, so readers during a repair, and after a repairer
+ * killed at any instruction, still find every live entry:
  *
- *  1. empties every slot whose sequence word is odd (its writer died in the
- *     middle: the slot reverts to "no entry", never a half-written one) or
- *     whose fields, payload chain, checksum or identity (the record must
- *     hash to the slot's digest, namespace hash and scope tag) do not
- *     validate;
- *  2. rebuilds the index from the surviving slots;
- *  3. keeps the free list as far as it validates, and sends every other
- *     block that no slot owns (blocks the dead writer had popped, blocks in
- *     limbo, blocks of emptied slots) to limbo, so a zero-copy reader that
- *     still looks at one is waited for before it is reused;
- *  4. recomputes counts and scan metadata.
+ *  1. a slot whose sequence word is odd (its writer died in the middle) or
+ *     whose fields, payload chain, checksum or identity do not validate is
+ *     emptied: it reverts to "no entry", never a half-written one;
+ *  2. index ways that do not reach a valid slot of their bucket and tag (or
+ *     reach one twice) are cleared; valid ways are left as they are;
+ *  3. a valid slot the index does not reach (only a hostile peer makes one:
+ *     writers index a slot before it turns even) is indexed;
+ *  4. the free list and limbo are rebuilt: blocks of valid slots are used,
+ *     chains that a live process's hazard word names stay in limbo, every
+ *     other block is free (readers never read the free list);
+ *  5. counts and scan metadata are recomputed.
  *
- * It is idempotent, and dying inside it is harmless: the next locker gets
- * EOWNERDEAD again and starts over from the slots.
+ * It is idempotent, and dying inside it is harmless: needs_repair stays set
+ * until it completes, so the next taker starts over from the slots.  Every
+ * shared field is read once into a local copy before it is checked and
+ * used, so a peer flipping fields meanwhile can only make a check fail.
  *
  * sc_check() verifies the same invariants without changing anything and
  * describes the first problems it finds.
@@ -35,9 +39,32 @@
 
 enum { B_UNKNOWN = 0, B_SLOT = 1, B_WALK = 2, B_FREE = 3, B_LIMBO = 4 };
 
-/* Mark the chain of slot sl as B_SLOT if it is valid and owns its blocks
- * alone; otherwise leave the marks as they were and return false. */
-static bool claim_chain(semcache *c, const struct sc_slot *sl, uint8_t *state)
+/* A slot's fields, read once. */
+struct slot_copy {
+	uint32_t seq, flags, head, len, nblocks, checksum, bucket;
+	uint8_t digest[32];
+	uint64_t scope_tag, ns_hash;
+	int64_t sem_exp_ms;
+};
+
+static void slot_snapshot(const struct sc_slot *sl, struct slot_copy *o)
+{
+	o->seq = atomic_load_explicit(&sl->seq, memory_order_acquire);
+	o->flags = __atomic_load_n(&sl->flags, __ATOMIC_RELAXED);
+	o->head = __atomic_load_n(&sl->head, __ATOMIC_RELAXED);
+	o->len = __atomic_load_n(&sl->len, __ATOMIC_RELAXED);
+	o->nblocks = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
+	o->checksum = __atomic_load_n(&sl->checksum, __ATOMIC_RELAXED);
+	o->bucket = __atomic_load_n(&sl->bucket, __ATOMIC_RELAXED);
+	memcpy(o->digest, sl->digest, 32);
+	o->scope_tag = __atomic_load_n(&sl->scope_tag, __ATOMIC_RELAXED);
+	o->ns_hash = __atomic_load_n(&sl->ns_hash, __ATOMIC_RELAXED);
+	o->sem_exp_ms = __atomic_load_n(&sl->sem_exp_ms, __ATOMIC_RELAXED);
+}
+
+/* Mark the chain of a slot copy as B_SLOT if it is valid and owns its
+ * blocks alone; otherwise leave the marks as they were and return false. */
+static bool claim_chain(semcache *c, const struct slot_copy *sl, uint8_t *state)
 {
 	if (sl->len == 0 || sl->len > c->max_payload || sl->nblocks != sc_blocks_for(c, sl->len))
 		return false;
@@ -49,19 +76,21 @@ static bool claim_chain(semcache *c, const struct sc_slot *sl, uint8_t *state)
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	}
 	bool ok = i == sl->nblocks;
-	uint32_t m = ok ? B_SLOT : B_UNKNOWN;
+	/* Walk again to set the final marks: the links are re-read, but only
+	 * through blocks marked B_WALK, so a link flipped meanwhile ends the
+	 * walk instead of marking a block we did not claim. */
 	b = sl->head;
-	for (uint32_t j = 0; j < i; j++) {
-		state[b] = (uint8_t)m;
+	for (uint32_t j = 0; j < i && b < c->nblocks && state[b] == B_WALK; j++) {
+		state[b] = ok ? B_SLOT : B_UNKNOWN;
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	}
 	return ok;
 }
 
-static void unclaim_chain(semcache *c, const struct sc_slot *sl, uint8_t *state)
+static void unclaim_chain(semcache *c, const struct slot_copy *sl, uint8_t *state)
 {
 	uint32_t b = sl->head;
-	for (uint32_t i = 0; i < sl->nblocks && b < c->nblocks; i++) {
+	for (uint32_t i = 0; i < sl->nblocks && b < c->nblocks && state[b] == B_SLOT; i++) {
 		state[b] = B_UNKNOWN;
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	}
@@ -73,10 +102,10 @@ static void empty_slot(semcache *c, uint32_t s)
 	uint32_t q = atomic_load_explicit(&sl->seq, memory_order_relaxed);
 	atomic_store_explicit(&sl->seq, q | 1u, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
-	sl->flags = 0;
-	sl->head = SC_NIL;
-	sl->len = 0;
-	sl->nblocks = 0;
+	__atomic_store_n(&sl->flags, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->head, SC_NIL, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->len, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->nblocks, 0, __ATOMIC_RELAXED);
 	if (c->dim) {
 		__atomic_store_n(&c->meta[s].sem_expiry_ms, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&c->meta[s].scope, 0, __ATOMIC_RELAXED);
@@ -92,7 +121,7 @@ static void empty_slot(semcache *c, uint32_t s)
  * scope tag).  A slot failing this can only give wrong answers.  Shared by
  * repair (which drops such slots) and the check (which reports them).
  */
-static const char *slot_problem(semcache *c, const struct sc_slot *sl, uint8_t *buf)
+static const char *slot_problem(semcache *c, const struct slot_copy *sl, uint8_t *buf)
 {
 	if (sc_arena_read(c, sl->head, sl->nblocks, buf, sl->len) < 0 ||
 	    sc_checksum(buf, sl->len) != sl->checksum)
@@ -107,134 +136,193 @@ static const char *slot_problem(semcache *c, const struct sc_slot *sl, uint8_t *
 	const char *why = NULL;
 	char *ns = strndup(ids.ns, ids.ns_len), *key = strndup(ids.key, ids.key_len);
 	uint8_t d[32];
-	if (ns && key && sc_key_digest(ns, key, d) == 0 && memcmp(d, sl->digest, 32) != 0)
+	if (!ns || !key)
+		why = NULL; /* cannot tell: keep it, readers check again */
+	else if (sc_key_digest(ns, key, d) == 0 && memcmp(d, sl->digest, 32) != 0)
 		why = "digest does not match its namespace and key";
 	free(ns);
 	free(key);
 	return why;
 }
 
-static bool payload_ok(semcache *c, const struct sc_slot *sl, uint8_t **buf, size_t *cap)
+static bool slot_flags_ok(const semcache *c, uint32_t flags)
 {
-	if (*cap < sl->len) {
-		uint8_t *n = realloc(*buf, sl->len);
-		if (!n)
-			return true; /* cannot tell: keep it, readers check again */
-		*buf = n;
-		*cap = sl->len;
+	return (flags & SC_SLOT_USED) && !(flags & ~SC_SLOT_FLAGS) &&
+	       (!(flags & SC_SLOT_EMB) || c->dim);
+}
+
+/* Does index entry e of bucket bi reach slot s with the right bucket and
+ * tag for the digest d? */
+static bool way_matches(semcache *c, uint64_t e, uint32_t bi, const uint8_t d[32])
+{
+	sc_hkey hk;
+	sc_hkey_make(c, d, &hk);
+	return sc_index_bucket(c, hk.h) == bi && (uint32_t)(hk.h >> 32) == (uint32_t)(e >> 32);
+}
+
+/* Blocks a live process's hazard word names and no slot owns: the chains
+ * its zero-copy references read.  They stay in limbo. */
+static void keep_pinned(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32_t *limbo_n)
+{
+	size_t n = sc_hazard_collect(&c->seg, c->hz, c->hz_cap);
+	if (n > c->hz_cap) {
+		uint32_t *p = realloc(c->hz, (n + 64) * sizeof *p);
+		if (p) {
+			c->hz = p;
+			c->hz_cap = n + 64;
+			n = sc_hazard_collect(&c->seg, c->hz, c->hz_cap);
+		}
+		if (n > c->hz_cap)
+			n = c->hz_cap; /* what we could see; the rest are unpinned */
 	}
-	return slot_problem(c, sl, *buf) == NULL;
+	uint32_t maxchain = sc_blocks_for(c, c->max_payload);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t head = c->hz[i] - 1;
+		if (head >= c->nblocks || state[head] != B_UNKNOWN)
+			continue; /* owned by a slot (still live), or already kept */
+		uint32_t b = head, last = head, k = 0;
+		while (b < c->nblocks && state[b] == B_UNKNOWN && k < maxchain) {
+			state[b] = B_LIMBO;
+			last = b;
+			k++;
+			b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
+		}
+		/* A pinned chain is intact and ends in SC_NIL; anything else was a
+		 * stale hazard over reused blocks: end it where the walk ended. */
+		if (b != SC_NIL)
+			atomic_store_explicit(&c->next[last], SC_NIL, memory_order_relaxed);
+		atomic_store_explicit(&c->lnext[head], *limbo_head, memory_order_relaxed);
+		*limbo_head = head;
+		*limbo_n += k;
+	}
 }
 
 int sc_repair(semcache *c)
 {
 	struct sc_header *h = c->hdr;
 	uint8_t *state = calloc(c->nblocks, 1);
+	uint8_t *seen = calloc(c->slots, 1);
 	uint8_t *buf = NULL;
 	size_t cap = 0;
-	uint32_t entries = 0;
+	int rc = 0;
 
-	if (!state)
-		return -ENOMEM;
+	if (!state || !seen) {
+		rc = -ENOMEM;
+		goto out;
+	}
 
 	/* 1. slots */
 	for (uint32_t s = 0; s < c->slots; s++) {
-		struct sc_slot *sl = &c->slot[s];
-		uint32_t q = atomic_load_explicit(&sl->seq, memory_order_relaxed);
-		if ((q & 1u) || !(sl->flags & SC_SLOT_USED) ||
-		    (sl->flags & ~(SC_SLOT_USED | SC_SLOT_EMB | SC_SLOT_DIRTY)) ||
-		    ((sl->flags & SC_SLOT_EMB) && !c->dim) ||
-		    !claim_chain(c, sl, state)) {
+		struct slot_copy sl;
+		slot_snapshot(&c->slot[s], &sl);
+		if (!(sl.flags & SC_SLOT_USED)) {
+			if ((sl.seq & 1u) || (c->dim && c->meta[s].sem_expiry_ms != 0))
+				empty_slot(c, s);
+			continue;
+		}
+		bool ok = !(sl.seq & 1u) && slot_flags_ok(c, sl.flags) && claim_chain(c, &sl, state);
+		if (ok) {
+			if (cap < sl.len) {
+				uint8_t *nb = realloc(buf, sl.len);
+				if (!nb) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				buf = nb;
+				cap = sl.len;
+			}
+			if (slot_problem(c, &sl, buf)) {
+				unclaim_chain(c, &sl, state);
+				ok = false;
+			}
+		}
+		if (!ok) {
 			empty_slot(c, s);
 			continue;
 		}
-		if (!payload_ok(c, sl, &buf, &cap)) {
-			unclaim_chain(c, sl, state);
-			empty_slot(c, s);
-			continue;
-		}
-		entries++;
-	}
-
-	/* 2. index */
-	for (uint32_t bi = 0; bi < c->buckets; bi++)
-		for (uint32_t w = 0; w < SC_WAYS; w++)
-			atomic_store_explicit(&c->index[bi].e[w], 0, memory_order_release);
-	for (uint32_t s = 0; s < c->slots; s++) {
-		struct sc_slot *sl = &c->slot[s];
-		if (!(sl->flags & SC_SLOT_USED))
-			continue;
-		sc_hkey hk;
-		sc_hkey_make(c, sl->digest, &hk);
-		uint32_t bi = sc_index_bucket(c, hk.h);
-		struct sc_bucket *b = &c->index[bi];
-		uint32_t w;
-		for (w = 0; w < SC_WAYS; w++)
-			if (!atomic_load_explicit(&b->e[w], memory_order_relaxed))
-				break;
-		bool dup = false;
-		for (uint32_t x = 0; x < w; x++) {
-			uint32_t o = (uint32_t)atomic_load_explicit(&b->e[x], memory_order_relaxed) - 1;
-			if (o < c->slots && memcmp(c->slot[o].digest, sl->digest, 32) == 0)
-				dup = true;
-		}
-		if (w == SC_WAYS || dup) {
-			/* no room, or the same key twice: this copy goes */
-			unclaim_chain(c, sl, state);
-			empty_slot(c, s);
-			entries--;
-			continue;
-		}
-		sl->bucket = bi;
 		if (c->dim) {
-			bool emb = sl->flags & SC_SLOT_EMB;
-			__atomic_store_n(&c->meta[s].scope, emb ? sl->scope_tag : 0, __ATOMIC_RELAXED);
-			__atomic_store_n(&c->meta[s].sem_expiry_ms, emb ? sl->sem_exp_ms : 0,
+			bool emb = sl.flags & SC_SLOT_EMB;
+			__atomic_store_n(&c->meta[s].scope, emb ? sl.scope_tag : 0, __ATOMIC_RELAXED);
+			__atomic_store_n(&c->meta[s].sem_expiry_ms, emb ? sl.sem_exp_ms : 0,
 			                 __ATOMIC_RELEASE);
 		}
-		atomic_store_explicit(&b->e[w],
-		                      (hk.h & UINT64_C(0xffffffff00000000)) | ((uint64_t)s + 1),
-		                      memory_order_release);
 	}
 
-	/* 3. blocks: keep what validates of the free list, the rest to limbo */
-	uint32_t b = atomic_load_explicit(&h->free_head, memory_order_relaxed);
-	for (uint32_t i = 0; i < c->nblocks && b < c->nblocks && state[b] == B_UNKNOWN; i++) {
-		state[b] = B_FREE;
-		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
-	}
-	uint32_t free_head = SC_NIL, free_n = 0, limbo_head = SC_NIL, limbo_tail = SC_NIL, limbo_n = 0;
-	for (uint32_t i = c->nblocks; i-- > 0;) {
-		if (state[i] == B_FREE) {
-			atomic_store_explicit(&c->next[i], free_head, memory_order_relaxed);
-			free_head = i;
-			free_n++;
-		} else if (state[i] == B_UNKNOWN) {
-			atomic_store_explicit(&c->next[i], limbo_head, memory_order_relaxed);
-			if (limbo_head == SC_NIL)
-				limbo_tail = i;
-			limbo_head = i;
-			limbo_n++;
+	/* 2. index ways that reach no valid slot, or reach one twice */
+	for (uint32_t bi = 0; bi < c->buckets; bi++) {
+		struct sc_bucket *b = &c->index[bi];
+		for (uint32_t w = 0; w < SC_WAYS; w++) {
+			uint64_t e = atomic_load_explicit(&b->e[w], memory_order_relaxed);
+			if (!e)
+				continue;
+			uint32_t s = (uint32_t)e - 1;
+			struct slot_copy sl;
+			bool keep = s < c->slots && !seen[s];
+			if (keep) {
+				slot_snapshot(&c->slot[s], &sl);
+				keep = (sl.flags & SC_SLOT_USED) && way_matches(c, e, bi, sl.digest);
+			}
+			/* the same key twice in a bucket (hostile): the later way goes */
+			for (uint32_t x = 0; keep && x < w; x++) {
+				uint64_t o = atomic_load_explicit(&b->e[x], memory_order_relaxed);
+				uint32_t os = (uint32_t)o - 1;
+				if (o && os < c->slots && os != s &&
+				    memcmp(c->slot[os].digest, sl.digest, 32) == 0) {
+					empty_slot(c, s);
+					keep = false;
+				}
+			}
+			if (!keep) {
+				atomic_store_explicit(&b->e[w], 0, memory_order_release);
+				continue;
+			}
+			seen[s] = 1;
+			__atomic_store_n(&c->slot[s].bucket, bi, __ATOMIC_RELAXED);
 		}
+	}
+
+	/* 3. valid slots the index does not reach */
+	for (uint32_t s = 0; s < c->slots; s++) {
+		if (seen[s] || !(__atomic_load_n(&c->slot[s].flags, __ATOMIC_RELAXED) & SC_SLOT_USED))
+			continue;
+		sc_hkey hk;
+		uint8_t d[32];
+		memcpy(d, c->slot[s].digest, 32);
+		sc_hkey_make(c, d, &hk);
+		sc_index_insert(c, &hk, s);
+	}
+
+	/* 4. blocks: used by slots (marked in 1), pinned, or free */
+	uint32_t limbo_head = SC_NIL, limbo_n = 0;
+	keep_pinned(c, state, &limbo_head, &limbo_n);
+	uint32_t free_head = SC_NIL, free_n = 0;
+	for (uint32_t i = c->nblocks; i-- > 0;) {
+		if (state[i] != B_UNKNOWN)
+			continue;
+		atomic_store_explicit(&c->next[i], free_head, memory_order_relaxed);
+		atomic_store_explicit(&c->lnext[i], SC_NIL, memory_order_relaxed);
+		free_head = i;
+		free_n++;
 	}
 	atomic_store_explicit(&h->free_head, free_head, memory_order_relaxed);
 	atomic_store_explicit(&h->free_count, free_n, memory_order_relaxed);
-	h->lcur_head = limbo_head;
-	h->lcur_tail = limbo_tail;
-	atomic_store_explicit(&h->lcur_count, limbo_n, memory_order_relaxed);
-	h->lold_head = h->lold_tail = SC_NIL;
-	atomic_store_explicit(&h->lold_count, 0, memory_order_relaxed);
-	h->lold_epoch = 0;
+	atomic_store_explicit(&h->limbo_head, limbo_head, memory_order_relaxed);
+	atomic_store_explicit(&h->limbo_blocks, limbo_n, memory_order_relaxed);
+	atomic_store_explicit(&h->limbo_fresh, 0, memory_order_relaxed);
 
-	/* 4. counts */
-	atomic_store_explicit(&h->entries, entries, memory_order_relaxed);
-	h->clock_hand %= c->slots;
-	if (atomic_load_explicit(&h->gp, memory_order_relaxed) == 0)
-		atomic_store_explicit(&h->gp, 1, memory_order_relaxed);
-	sc_procs_reap(c);
+	/* 5. counts, after 2 and 3 may have emptied slots */
+	uint32_t used = 0;
+	for (uint32_t s = 0; s < c->slots; s++)
+		used += (__atomic_load_n(&c->slot[s].flags, __ATOMIC_RELAXED) & SC_SLOT_USED) != 0;
+	atomic_store_explicit(&h->entries, used, memory_order_relaxed);
+	atomic_store_explicit(&h->clock_hand,
+	                      atomic_load_explicit(&h->clock_hand, memory_order_relaxed) % c->slots,
+	                      memory_order_relaxed);
+out:
 	free(buf);
+	free(seen);
 	free(state);
-	return 0;
+	return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -267,7 +355,8 @@ static void problem(struct report *r, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Walk a block list, marking its blocks; returns the length walked. */
+/* Walk a block list (free list, or one limbo chain), marking its blocks;
+ * returns the length walked. */
 static uint32_t walk_list(semcache *c, uint32_t head, uint8_t *state, uint8_t mark,
                           const char *name, struct report *r)
 {
@@ -303,31 +392,37 @@ int sc_check(semcache *c, char *report, size_t report_len)
 		goto out;
 	}
 	for (uint32_t s = 0; s < c->slots; s++) {
-		struct sc_slot *sl = &c->slot[s];
-		if (atomic_load_explicit(&sl->seq, memory_order_relaxed) & 1u)
+		struct slot_copy sl;
+		slot_snapshot(&c->slot[s], &sl);
+		int64_t mexp = c->dim ? __atomic_load_n(&c->meta[s].sem_expiry_ms, __ATOMIC_RELAXED) : 0;
+		uint64_t mscope = c->dim ? __atomic_load_n(&c->meta[s].scope, __ATOMIC_RELAXED) : 0;
+		if (sl.seq & 1u)
 			problem(&r, "slot %u: locked with no writer", s);
-		if (!(sl->flags & SC_SLOT_USED)) {
-			if (c->dim && c->meta[s].sem_expiry_ms != 0)
+		if (!(sl.flags & SC_SLOT_USED)) {
+			if (mexp != 0)
 				problem(&r, "slot %u: empty but its scan row is live", s);
 			continue;
 		}
 		used++;
-		if (!claim_chain(c, sl, state)) {
+		if (!slot_flags_ok(c, sl.flags)) {
+			problem(&r, "slot %u: bad flags %#x", s, sl.flags);
+			continue;
+		}
+		if (!claim_chain(c, &sl, state)) {
 			problem(&r, "slot %u: payload chain invalid or shared", s);
 			continue;
 		}
-		used_blocks += sl->nblocks;
-		const char *why = slot_problem(c, sl, buf);
+		used_blocks += sl.nblocks;
+		const char *why = slot_problem(c, &sl, buf);
 		if (why) {
 			problem(&r, "slot %u: %s", s, why);
 			continue;
 		}
 		if (c->dim) {
-			bool emb = sl->flags & SC_SLOT_EMB;
-			if (emb && (c->meta[s].scope != sl->scope_tag ||
-			            c->meta[s].sem_expiry_ms != sl->sem_exp_ms))
+			bool emb = sl.flags & SC_SLOT_EMB;
+			if (emb && (mscope != sl.scope_tag || mexp != sl.sem_exp_ms))
 				problem(&r, "slot %u: scan metadata disagrees with slot", s);
-			if (!emb && c->meta[s].sem_expiry_ms != 0)
+			if (!emb && mexp != 0)
 				problem(&r, "slot %u: scan row live without an embedding", s);
 		}
 	}
@@ -341,45 +436,46 @@ int sc_check(semcache *c, char *report, size_t report_len)
 			if (!e)
 				continue;
 			uint32_t s = (uint32_t)e - 1;
-			if (s >= c->slots || !(c->slot[s].flags & SC_SLOT_USED)) {
+			struct slot_copy sl;
+			if (s < c->slots)
+				slot_snapshot(&c->slot[s], &sl);
+			if (s >= c->slots || !(sl.flags & SC_SLOT_USED)) {
 				problem(&r, "bucket %u way %u: points to no entry", bi, w);
 				continue;
 			}
-			sc_hkey hk;
-			sc_hkey_make(c, c->slot[s].digest, &hk);
-			if (sc_index_bucket(c, hk.h) != bi || (uint32_t)(hk.h >> 32) != (uint32_t)(e >> 32) ||
-			    c->slot[s].bucket != bi)
+			if (!way_matches(c, e, bi, sl.digest) || sl.bucket != bi)
 				problem(&r, "bucket %u way %u: entry for slot %u misplaced", bi, w, s);
 			if (idx_count[s] < 255)
 				idx_count[s]++;
 		}
 	}
 	for (uint32_t s = 0; s < c->slots; s++)
-		if ((c->slot[s].flags & SC_SLOT_USED) && idx_count[s] != 1)
+		if ((__atomic_load_n(&c->slot[s].flags, __ATOMIC_RELAXED) & SC_SLOT_USED) &&
+		    idx_count[s] != 1)
 			problem(&r, "slot %u: %u index entries", s, idx_count[s]);
 
 	uint32_t nfree = walk_list(c, atomic_load_explicit(&h->free_head, memory_order_relaxed),
 	                           state, B_FREE, "free list", &r);
-	uint32_t ncur = walk_list(c, h->lcur_head, state, B_LIMBO, "limbo (current)", &r);
-	uint32_t nold = walk_list(c, h->lold_head, state, B_LIMBO, "limbo (old)", &r);
+	uint32_t nlimbo = 0, chains = 0;
+	uint32_t lh = atomic_load_explicit(&h->limbo_head, memory_order_relaxed);
+	while (lh != SC_NIL && chains <= c->nblocks) {
+		if (lh >= c->nblocks) {
+			problem(&r, "limbo: chain head %u out of range", lh);
+			break;
+		}
+		nlimbo += walk_list(c, lh, state, B_LIMBO, "limbo", &r);
+		chains++;
+		lh = atomic_load_explicit(&c->lnext[lh], memory_order_relaxed);
+	}
 	if (nfree != atomic_load_explicit(&h->free_count, memory_order_relaxed))
 		problem(&r, "free count %u, free list holds %u",
 		        atomic_load_explicit(&h->free_count, memory_order_relaxed), nfree);
-	if (ncur != atomic_load_explicit(&h->lcur_count, memory_order_relaxed) ||
-	    nold != atomic_load_explicit(&h->lold_count, memory_order_relaxed))
-		problem(&r, "limbo counts %u+%u, lists hold %u+%u",
-		        atomic_load_explicit(&h->lcur_count, memory_order_relaxed),
-		        atomic_load_explicit(&h->lold_count, memory_order_relaxed), ncur, nold);
-	if ((uint64_t)used_blocks + nfree + ncur + nold != c->nblocks)
+	if (nlimbo != atomic_load_explicit(&h->limbo_blocks, memory_order_relaxed))
+		problem(&r, "limbo count %u, limbo holds %u",
+		        atomic_load_explicit(&h->limbo_blocks, memory_order_relaxed), nlimbo);
+	if ((uint64_t)used_blocks + nfree + nlimbo != c->nblocks)
 		problem(&r, "blocks: %u used + %u free + %u limbo != %u total", used_blocks, nfree,
-		        ncur + nold, c->nblocks);
-
-	uint32_t hwm = atomic_load_explicit(&h->procs_hwm, memory_order_relaxed);
-	for (uint32_t i = 0; i < hwm && i < c->max_procs; i++) {
-		uint64_t o = atomic_load_explicit(&c->procs[i].owner, memory_order_relaxed);
-		if (o && !sc_proc_alive((int32_t)(o & 0xffffffffu), o >> 32))
-			problem(&r, "process record %u: owner pid %u is dead", i, (unsigned)(o & 0xffffffffu));
-	}
+		        nlimbo, c->nblocks);
 	if (r.problems) {
 		if (r.problems > 8 && r.buf && r.used < r.len)
 			snprintf(r.buf + r.used, r.len - r.used, "... %u problems in all\n", r.problems);

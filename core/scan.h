@@ -30,10 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct sc_scanmeta {
-	uint64_t scope;         /* scope tag of the row's entry */
-	int64_t sem_expiry_ms;  /* semantic expiry; 0 = empty row */
-} sc_scanmeta;
+#include "../shm/layout.h" /* sc_scanmeta, row strides */
 
 typedef struct sc_cand {
 	uint32_t row;
@@ -85,10 +82,5 @@ const sc_kernel *sc_kernel_pick(const char *want);
  * stride is in elements: int8 bytes for i8, bytes for bits. */
 float sc_quant_i8(const float *x, uint32_t dim, int8_t *out, size_t qstride);
 void sc_quant_bits(const float *x, uint32_t dim, uint8_t *out, size_t qstride);
-
-/* Row strides. */
-static inline size_t sc_row_stride(uint32_t dim) { return ((size_t)dim + 15u) & ~(size_t)15u; }
-static inline size_t sc_i8_stride(uint32_t dim) { return ((size_t)dim + 63u) & ~(size_t)63u; }
-static inline size_t sc_bits_stride(uint32_t dim) { return (((size_t)dim + 7u) / 8u + 63u) & ~(size_t)63u; }
 
 #endif

@@ -313,7 +313,7 @@ typedef struct semcache_stats {
 	uint64_t blocks_total, blocks_free, blocks_used, blocks_limbo;
 	uint64_t bytes_used, bytes_free; /* arena bytes */
 	uint32_t procs_attached;
-	uint64_t grace_period;
+	uint64_t repairs;     /* repairs after a writer died or damage was found */
 	/* counters summed over every process, including departed ones */
 	semcache_counters total;
 } semcache_stats;
@@ -324,14 +324,18 @@ SEMCACHE_API int semcache_stat(semcache *c, semcache_stats *st);
 
 typedef struct semcache_proc_info {
 	uint32_t index;
-	int32_t pid;
-	uint64_t start_time;  /* process start, clock ticks since boot */
-	int alive;            /* 1 if the process still exists */
-	int in_read_section;  /* 1 if it holds a zero-copy reference now */
+	int32_t pid;          /* as the process sees itself: in another PID
+	                       * namespace this is not a pid of the caller's */
+	int64_t attached_ms;  /* wall clock when it claimed the record */
+	int alive;            /* 1: the kernel holds its record lock (always 1 here) */
+	int self;             /* 1 for the calling handle's own record */
+	uint32_t pins;        /* zero-copy references it holds now */
 	semcache_counters counters;
 } semcache_proc_info;
 
-/* Attached process records into info[0 .. *n), at most cap of them. */
+/* Process records of live processes into info[0 .. *n), at most cap of
+ * them.  Liveness comes from the kernel (an OFD lock per record), so it is
+ * right across PID namespaces and after exec(). */
 SEMCACHE_API int semcache_procs(semcache *c, semcache_proc_info *info, size_t cap,
                                 size_t *n);
 

@@ -2,7 +2,8 @@
  * layout.h - the shared segment, byte by byte.
  *
  * One file, mapped MAP_SHARED by every attached process, at possibly
- * different addresses: it holds offsets and indices, never pointers.
+ * different addresses: it holds offsets and indices, never pointers (not
+ * even inside a lock: the writer lock is a word naming a process record).
  * Every region starts on a 64-byte boundary.
  *
  *   offset            region
@@ -10,9 +11,9 @@
  *     0     ..  255     immutable part, written once at creation, covered by
  *                       geom_sum (a keyed hash), so a flipped geometry byte
  *                       is refused on attach rather than trusted
- *     256   ..  319     writer mutex (process-shared, robust)
- *     320   ..  447     writer state (free list, CLOCK hand, limbo lists)
- *     448   ..  511     grace-period counter, alone on its line
+ *     256   ..  319     writer lock: owner word, futex word, repair flag
+ *     320   ..  447     writer state (free list, CLOCK hand, limbo)
+ *     448   ..  511     reserved
  *     512   ..  639     counters of departed processes
  *     640   ..  4095    reserved (second tier state goes here)
  *   off_procs         process table: max_procs x struct sc_proc (256 B)
@@ -23,61 +24,82 @@
  *   off_qmatrix       quantised rows (int8 or sign bits): slots x qstride bytes
  *   off_qscale        int8 row scales: slots x float32
  *   off_next          block chain links: nblocks x u32
+ *   off_lnext         limbo links, one per block, used at chain heads: nblocks x u32
  *   off_arena         payload blocks: nblocks x block_size bytes
  *   file_size         end
+ *
+ * Liveness (who is attached) is held by the kernel, not by the file: the
+ * owner of process record i holds an OFD write lock (F_OFD_SETLK) on the
+ * one byte at file offset off_procs + i * sizeof(struct sc_proc), taken
+ * through a descriptor opened O_CLOEXEC.  The kernel drops it when the
+ * owner exits, is killed or exec()s, in whatever PID namespace it runs;
+ * a peer asks with F_OFD_GETLK.  Nothing here depends on /proc or on pids
+ * (the pid stored in a record is for display only).
  *
  * Who writes what (the concurrency contract):
  *  - Immutable header part: the creator, once, before it publishes `magic`
  *    (release); attachers validate it under the flock, so nobody reads a
  *    half-initialised header.
- *  - Writer mutex: guards everything written by put, invalidate, eviction,
- *    expiry reclaim and repair: writer state, index entries, slot fields,
- *    scan metadata, rows, block links and block contents.  Exactly one
- *    process mutates the structure at a time; that is what makes a writer
- *    killed at any instruction repairable (see core/repair.c): the next
- *    locker gets EOWNERDEAD and rebuilds the derived state from the slots.
+ *  - Writer lock (`wlock`): guards everything written by put, delete,
+ *    invalidate, eviction and repair: writer state, index entries, slot
+ *    fields, scan metadata, rows, block links and block contents.  The
+ *    word holds (generation << 32) | (record + 1) of its holder, 0 when
+ *    free; a taker that finds it held by a record whose OFD lock is gone
+ *    (or whose generation moved on) takes it over and repairs.
+ *  - Writer invariant, kept at every instruction so a writer killed
+ *    anywhere hides no entry: a slot whose sequence word is even and whose
+ *    flags say USED is reachable from its index bucket.  Writers insert the
+ *    index entry while the slot is still odd and remove it only after
+ *    making the slot odd.  Readers never see a half-written slot as live,
+ *    and repair (core/repair.c) fixes things in place, never clearing the
+ *    index.
  *  - Readers take no lock.  They read slots under the slot's sequence word
  *    (seqlock: odd = being written), copy what they need and re-check the
  *    sequence; they bounds-check every index and offset, so a stale or
  *    hostile value can only fail validation.  The only shared words readers
  *    write are: the slot's CLOCK reference word (set only when clear), its
  *    hit counter, and their own process record.
- *  - Process records: the owning process writes its own reader words and
- *    counters (relaxed atomics; threads of one process share the record);
- *    claiming and releasing a record is a CAS on its owner word.
- *  - Grace-period counter: advanced by the writer (seq_cst RMW) when it
- *    rotates the limbo lists; read by zero-copy readers at entry.
- *
+ *  - Process records: the owner (holder of the record's OFD lock) writes
+ *    its record: generation at claim, counters (relaxed), hazard words.
+ *  - Hazard words (zero-copy pinning): a reference publishes the head
+ *    block + 1 of the chain it reads (seq_cst RMW, then a full fence) and
+ *    re-checks the slot's sequence word.  A writer retires a chain only
+ *    after the slot stopped reaching it; to reuse a retired chain it issues
+ *    a full fence and scans the hazard words of live records.  Either the
+ *    writer sees the hazard, or the reader sees the slot changed and drops
+ *    the reference (store-buffering with a fence on both sides).  So a
+ *    reference pins exactly its own chain.
  *  - Scan metadata (off_meta): per row {scope, sem_expiry}; written under
  *    wlock inside the slot's seq window: expiry stored 0 first (row off),
  *    then scope, then the new expiry with release.  Scanners read both
  *    without synchronisation and re-validate candidates under the slot seq.
  *  - Matrix and quantised rows: written under wlock inside the slot's seq
  *    window; scanned without synchronisation (same re-validation).
- *  - Block links (off_next) and block contents: written under wlock while
- *    the blocks belong to no slot (popped, not yet published) or are being
- *    linked into limbo/free lists; readers follow links only for chains
- *    they reached through a slot, bounded by the slot's block count.
+ *  - Block links (off_next), limbo links (off_lnext) and block contents:
+ *    written under wlock while the blocks belong to no slot and no
+ *    reference (popped, not yet published; or free).  Readers follow links
+ *    only for chains they reached through a slot, bounded by the slot's
+ *    block count.
  *  - Hit counters (in each slot): relaxed fetch-add by readers, in the
  *    line they already loaded; reset under wlock when the slot gets a new
  *    entry.  Not covered by the seqlock: a count, not part of the entry.
  *
  * Assumptions stated outright: aligned 32- and 64-bit loads and stores are
- * single-copy atomic (x86-64, AArch64); the float format is IEEE-754 binary32;
- * the segment is used by processes of one architecture and ABI (the format
- * signature encodes the struct sizes and offsets below).
+ * single-copy atomic (x86-64, AArch64); the float format is IEEE-754
+ * binary32; little-endian; the segment is used by processes of one
+ * architecture and ABI (the format signature encodes the struct sizes and
+ * offsets below); the kernel has OFD locks (Linux 3.15+).
  */
 #ifndef SC_LAYOUT_H
 #define SC_LAYOUT_H
 
-#include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define SC_MAGIC          UINT64_C(0x3148434143534d53) /* "SMSCACH1" little-endian */
-#define SC_LAYOUT_VERSION 1u
+#define SC_LAYOUT_VERSION 2u
 #define SC_HDR_SIZE       4096u
 #define SC_ALIGN          64u
 #define SC_NIL            UINT32_MAX /* end of a block chain / no block */
@@ -131,7 +153,7 @@ struct sc_header {
 	uint64_t off_procs;           /* 136 */
 	uint64_t off_index;           /* 144 */
 	uint64_t off_slots;           /* 152 */
-	uint64_t off_unused0;         /* 160: reserved (0) */
+	uint64_t off_lnext;           /* 160 */
 	uint64_t off_meta;            /* 168 */
 	uint64_t off_matrix;          /* 176 */
 	uint64_t off_qmatrix;         /* 184 */
@@ -141,63 +163,66 @@ struct sc_header {
 	uint64_t geom_sum;            /* 216: keyed hash of bytes 8..215 */
 	uint8_t reserved0[32];        /* 224 */
 
-	/* ---- writer mutex (256..319) ---- */
-	alignas(64) pthread_mutex_t wlock; /* 256: robust, process-shared */
+	/* ---- writer lock (256..319) ---- */
+	alignas(64) _Atomic uint64_t wlock; /* 256: (gen << 32) | (record + 1); 0 = free.
+	                                     * CAS acquire to take, release store to drop */
+	_Atomic uint32_t wseq;        /* 264: futex word, bumped after each release */
+	_Atomic uint32_t wwaiters;    /* 268: takers asleep on wseq (a hint for waking) */
+	_Atomic uint32_t needs_repair;/* 272: set when a taker finds a dead holder or a
+	                               * writer finds damage; cleared only by a repair
+	                               * that completed; under wlock */
+	_Atomic uint32_t repairs;     /* 276: repairs done */
+	_Atomic int32_t writer_pid;   /* 280: holder's pid as it sees itself (display) */
+	uint8_t reserved1[36];        /* 284 */
 
 	/* ---- writer state (320..447): written only under wlock ---- */
-	alignas(64) _Atomic uint32_t free_head; /* 320: first free block or SC_NIL; wlock, relaxed */
+	alignas(64) _Atomic uint32_t free_head; /* 320: first free block or SC_NIL */
 	_Atomic uint32_t free_count;  /* 324 */
-	uint32_t clock_hand;          /* 328: wlock */
-	_Atomic uint32_t entries;     /* 332: slots in use; wlock, relaxed */
-	uint32_t lcur_head, lcur_tail;/* 336: limbo collecting retirements; wlock */
-	_Atomic uint32_t lcur_count;  /* 344 */
-	uint32_t lold_head, lold_tail;/* 348: limbo waiting for lold_epoch to pass; wlock */
-	_Atomic uint32_t lold_count;  /* 356 */
-	uint64_t lold_epoch;          /* 360: gp value when lold was closed; wlock */
-	_Atomic uint32_t procs_hwm;   /* 368: records at or above this were never used;
-	                               * CAS-raised (release) by attachers, read acquire */
-	_Atomic uint32_t repairs;     /* 372: repairs done after a writer died */
-	int32_t writer_pid;           /* 376: holder of wlock, for diagnostics */
-	uint32_t pad1_;               /* 380 */
-	_Atomic uint32_t needs_repair;/* 384: set before a dead holder's mutex is made
-	                               * consistent or when a writer finds damage;
-	                               * cleared only by a repair that succeeded; wlock */
-	uint8_t reserved1[60];        /* 388 */
+	_Atomic uint32_t clock_hand;  /* 328 */
+	_Atomic uint32_t entries;     /* 332: slots in use */
+	_Atomic uint32_t limbo_head;  /* 336: first retired chain (chains linked through
+	                               * lnext[head], blocks through next[]); SC_NIL */
+	_Atomic uint32_t limbo_blocks;/* 340: blocks in limbo */
+	_Atomic uint32_t limbo_fresh; /* 344: of those, retired since the last hazard scan */
+	_Atomic uint32_t procs_hwm;   /* 348: records at or above this were never claimed;
+	                               * CAS-raised (seq_cst) by claimants, any time */
+	uint8_t reserved2[96];        /* 352 */
 
-	/* ---- grace periods (448..511) ---- */
-	alignas(64) _Atomic uint64_t gp; /* 448: starts at 1; 48 bits used; writer's
-	                                  * seq_cst RMW after unlinking, readers' seq_cst load */
+	/* ---- reserved (448..511) ---- */
+	alignas(64) uint8_t reserved3[64];
 
-	/* ---- departed processes' counters (512..639), under wlock ---- */
+	/* ---- departed processes' counters (512..639); relaxed atomics, folded
+	 * in by whoever claims a record whose owner is gone ---- */
 	alignas(64) struct sc_counters departed;
 };
 
 /*
- * Process record: the owner word is pid | (start_time & 0xffffffff) << 32,
- * so a reused pid with another start time is a different owner.
- * Reader words: one per zero-copy reference the process holds, (epoch << 16)
- * | count, 0 = free.  A reference takes a free word of its own, so the epoch
- * it shows is its own and no other thread's overlapping references can keep
- * it old; only when all SC_READER_SLOTS are busy does a reference join the
- * word with the newest epoch (count > 1).
+ * Process record.  Owned by whoever holds its OFD byte lock (see the top of
+ * this file); `gen` is bumped by every new owner right after it takes the
+ * lock, so a lock word or a reference naming (record, old gen) is known to
+ * belong to a previous owner.  Hazard words: SC_HAZARDS per record, one per
+ * zero-copy reference the process holds, value head block + 1, 0 = free.
  */
-#define SC_READER_SLOTS 16
+#define SC_HAZARDS 32
 struct sc_proc { /* 256 bytes, 64-aligned: no two processes share a line */
-	_Atomic uint64_t owner;     /* 0 = free */
-	uint64_t start_time;        /* clock ticks since boot, for display */
-	struct sc_counters c;       /* written by the owner only (relaxed) */
-	uint8_t pad0_[40];
-	_Atomic uint64_t reader[SC_READER_SLOTS]; /* owner's threads, seq_cst CAS */
+	_Atomic uint32_t gen;       /*   0: owner generation */
+	_Atomic int32_t pid;        /*   4: owner's pid in its own namespace (display) */
+	_Atomic int64_t attached_ms;/*   8: wall clock at claim (display) */
+	struct sc_counters c;       /*  16: written by the owner only (relaxed) */
+	uint8_t pad0_[40];          /*  88 */
+	_Atomic uint32_t hazard[SC_HAZARDS]; /* 128: owner's threads, seq_cst CAS */
 };
 
 /* Slot flags */
 #define SC_SLOT_USED  0x1u
 #define SC_SLOT_EMB   0x2u  /* row holds this entry's embedding */
 #define SC_SLOT_DIRTY 0x4u  /* not yet written to the second tier */
+#define SC_SLOT_FLAGS (SC_SLOT_USED | SC_SLOT_EMB | SC_SLOT_DIRTY)
 
-/* Every slot field but seq and ref is written under wlock between the odd
- * and even sequence stores, and read by lock-free readers only through the
- * seqlock protocol (values validated afterwards, bounds-checked before use). */
+/* Every slot field but seq, ref and hits is written under wlock between the
+ * odd and even sequence stores (relaxed atomic stores), and read by
+ * lock-free readers only through the seqlock protocol (each field loaded
+ * once, validated afterwards, bounds-checked before use). */
 struct sc_slot {
 	_Atomic uint32_t seq;       /*   0: even = stable, odd = being written; wlock.
 	                             * odd store + release fence before field writes,
@@ -222,30 +247,43 @@ struct sc_slot {
 };
 
 /* Index bucket: one cache line of entries (tag << 32) | (slot + 1); 0 = empty.
- * Written under wlock with release stores after the slot they reach is
- * sealed; readers load acquire and confirm the digest in the slot. */
+ * Written under wlock with release stores; readers load acquire and confirm
+ * the digest in the slot under its sequence word. */
 struct sc_bucket {
 	_Atomic uint64_t e[SC_WAYS];
 };
 
+/* Scan metadata, one per row, beside the matrix. */
+typedef struct sc_scanmeta {
+	uint64_t scope;         /* scope tag of the row's entry */
+	int64_t sem_expiry_ms;  /* semantic expiry; 0 = empty row */
+} sc_scanmeta;
+
+/* Row strides: matrix rows in floats (64-byte multiples), quantised rows in
+ * bytes. */
+static inline size_t sc_row_stride(uint32_t dim) { return ((size_t)dim + 15u) & ~(size_t)15u; }
+static inline size_t sc_i8_stride(uint32_t dim) { return ((size_t)dim + 63u) & ~(size_t)63u; }
+static inline size_t sc_bits_stride(uint32_t dim) { return (((size_t)dim + 7u) / 8u + 63u) & ~(size_t)63u; }
+
 _Static_assert(offsetof(struct sc_header, version) == 8, "layout");
 _Static_assert(offsetof(struct sc_header, geom_sum) == 216, "layout");
 _Static_assert(offsetof(struct sc_header, wlock) == 256, "layout");
-_Static_assert(sizeof(pthread_mutex_t) <= 64, "layout");
+_Static_assert(offsetof(struct sc_header, writer_pid) == 280, "layout");
 _Static_assert(offsetof(struct sc_header, free_head) == 320, "layout");
-_Static_assert(offsetof(struct sc_header, lold_epoch) == 360, "layout");
-_Static_assert(offsetof(struct sc_header, needs_repair) == 384, "layout");
-_Static_assert(offsetof(struct sc_header, gp) == 448, "layout");
+_Static_assert(offsetof(struct sc_header, procs_hwm) == 348, "layout");
+_Static_assert(offsetof(struct sc_header, reserved3) == 448, "layout");
 _Static_assert(offsetof(struct sc_header, departed) == 512, "layout");
 _Static_assert(sizeof(struct sc_counters) == 72, "layout");
 _Static_assert(sizeof(struct sc_header) <= SC_HDR_SIZE, "layout");
 _Static_assert(sizeof(struct sc_proc) == 256, "layout");
-_Static_assert(offsetof(struct sc_proc, reader) == 128, "layout");
+_Static_assert(offsetof(struct sc_proc, c) == 16, "layout");
+_Static_assert(offsetof(struct sc_proc, hazard) == 128, "layout");
 _Static_assert(sizeof(struct sc_slot) == 128, "layout");
 _Static_assert(offsetof(struct sc_slot, head) == 80, "layout");
 _Static_assert(offsetof(struct sc_slot, ref) == 100, "layout");
 _Static_assert(offsetof(struct sc_slot, hits) == 104, "layout");
 _Static_assert(sizeof(struct sc_bucket) == 64, "layout");
+_Static_assert(sizeof(struct sc_scanmeta) == 16, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "layout");
 
 /*
@@ -257,11 +295,11 @@ static inline uint64_t sc_layout_signature(void)
 {
 	uint64_t v[] = {
 		sizeof(struct sc_header), offsetof(struct sc_header, wlock),
-		offsetof(struct sc_header, gp), sizeof(pthread_mutex_t),
-		sizeof(struct sc_proc), sizeof(struct sc_slot), sizeof(struct sc_bucket),
+		offsetof(struct sc_header, free_head), offsetof(struct sc_header, departed),
+		sizeof(struct sc_proc), offsetof(struct sc_proc, hazard), SC_HAZARDS,
+		sizeof(struct sc_slot), sizeof(struct sc_bucket),
 		offsetof(struct sc_slot, head), offsetof(struct sc_slot, hits),
-		sizeof(struct sc_counters), SC_WAYS,
-		16 /* sizeof(struct sc_scanmeta) */,
+		sizeof(struct sc_counters), SC_WAYS, sizeof(struct sc_scanmeta),
 	};
 	uint64_t h = UINT64_C(1469598103934665603);
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {

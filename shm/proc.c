@@ -1,137 +1,107 @@
 /*
- * proc.c - the process table and grace periods across processes.
+ * proc.c - the process table: kernel-held liveness and zero-copy pinning.
  *
- * liburcu tracks readers per process and cannot see other processes, so the
- * segment carries its own grace periods in the same style.  Each attached
- * process owns one record with SC_READER_SLOTS reader words; a zero-copy
- * reference takes a free one and writes (epoch << 16) | 1 into it, epoch
- * being the grace-period counter it read at entry, and clears it on release.
- * A word per reference (not per process) matters: with one shared word,
- * two threads whose references keep overlapping would never let it drop to
- * zero and its first epoch would block every later grace period.  A writer
- * that retired blocks at epoch E may reuse them once every live record's
- * words are 0 or show an epoch > E.  The Dekker-style pairing that makes
- * this sound:
+ * Liveness.  Record i belongs to whoever holds the OFD write lock on the
+ * byte at off_procs + i * 256 of the segment file, taken through the
+ * handle's own O_CLOEXEC descriptor.  The kernel releases it when the
+ * process exits, is killed or exec()s, whatever PID namespace it lives in,
+ * so a peer learns "dead" from F_OFD_GETLK and never from /proc or a pid
+ * (pids mean nothing across namespaces, and a process that exec()s keeps
+ * its pid).  A claimant takes a record by winning its byte lock
+ * (F_OFD_SETLK, never waiting), then bumps the record's generation, so
+ * anything naming (record, old generation) - the writer lock word, a
+ * reference - is recognisably its predecessor's.  Counters a departed owner
+ * left in the record are folded into the header's "departed" counters by
+ * the next claimant, which alone holds the byte lock, so they are folded
+ * once.
  *
- *   reader: CAS record (seq_cst) ; fence ; read slot -> blocks
- *   writer: unlink blocks from slot ; gp++ (seq_cst) ; read records
+ * Pinning.  liburcu tracks readers per process and cannot see other
+ * processes, and grace periods over batches let one slow reference hold
+ * back everything retired after it.  So a zero-copy reference pins exactly
+ * what it reads, with hazard words in the style of Michael's hazard
+ * pointers: it publishes head + 1 of its chain in one of its record's
+ * SC_HAZARDS words (seq_cst CAS, then a full fence) and re-checks the slot
+ * it came from.  A writer reuses a retired chain only after a full fence
+ * and a scan in which no live record shows that chain's head:
  *
- * Either the writer sees the reader's record, or the reader sees the
- * unlinked slot (and so never reaches the retired blocks).
+ *   reader: CAS hazard (seq_cst) ; fence ; re-read slot seq -> unchanged?
+ *   writer: slot seq odd (unlinks chain) ; ... ; fence ; read hazards
  *
- * Process identity is pid plus start time (from /proc/PID/stat), so a
- * recycled pid never keeps a dead process's record alive.  A record whose
- * owner is gone is released by whoever notices (a writer whose grace period
- * it blocks, an opener looking for a free record, verify), and its counters
- * are folded into the header's "departed" counters under the writer lock.
+ * Either the writer sees the hazard, or the reader sees the slot changed
+ * and drops the reference.  A held, slow or leaked reference therefore
+ * costs its own blocks and nothing else, and its owner's death (its byte
+ * lock gone) frees them.
  *
- * Copying readers (semcache_get, search) do not enter read-side sections at
- * all: they validate what they copied with the slot's sequence word, which
- * changes before any block of the slot is retired, so a copy of a reused
- * block is always detected and discarded.
+ * Copying readers (semcache_get, search) publish nothing: they validate
+ * what they copied with the slot's sequence word.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "proc.h"
 
-#define READER_COUNT_MASK UINT64_C(0xffff)
+/* How long a writer trusts an "alive" verdict about a record holding
+ * hazards before asking the kernel again.  A process that died meanwhile
+ * keeps its chains at most this much longer. */
+#define SC_LIVE_CACHE_MS 100
 
-/*
- * Field 22 of /proc/PID/stat (start time), after the parenthesised command
- * name (which may itself contain spaces and parentheses: parse from the
- * last ')').  Returns 1 and fills *start and *zombie, or 0 when the file
- * cannot be read (no such process, or /proc hidden from us: hidepid).
- */
-static int read_stat(int32_t pid, uint64_t *start, bool *zombie)
+static off_t record_byte(const struct sc_seg *s, uint32_t idx)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')');
-	if (!p)
-		return 0;
-	int field = 2;
-	char state = 0;
-	*start = 0;
-	for (char *q = p + 1; *q && field < 22; q++) {
-		if (*q == ' ') {
-			field++;
-			if (field == 3)
-				state = q[1];
-			if (field == 22)
-				*start = strtoull(q + 1, NULL, 10);
-		}
-	}
-	*zombie = state == 'Z' || state == 'X';
-	return 1;
+	return (off_t)(s->g.off_procs + (uint64_t)idx * sizeof(struct sc_proc));
 }
 
-uint64_t sc_proc_start_time(int32_t pid)
+static int ofd_lock(int fd, off_t at, short type, int cmd, struct flock *out)
 {
-	uint64_t st = 0;
-	bool zombie = false;
-	if (!read_stat(pid, &st, &zombie) || zombie)
-		return 0;
-	return st;
+	struct flock fl;
+	memset(&fl, 0, sizeof fl);
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = at;
+	fl.l_len = 1;
+	fl.l_pid = 0; /* required for OFD locks */
+	int r;
+	do
+		r = fcntl(fd, cmd, &fl);
+	while (r < 0 && errno == EINTR);
+	if (out)
+		*out = fl;
+	return r < 0 ? -errno : 0;
 }
 
-static uint64_t owner_word(int32_t pid, uint64_t start)
+bool sc_proc_alive(struct sc_seg *s, uint32_t idx)
 {
-	return (uint32_t)pid | ((start & 0xffffffffu) << 32);
+	if (idx >= s->g.max_procs)
+		return false;
+	if (s->me && idx == s->me_idx)
+		return true; /* GETLK cannot see our own lock */
+	if (s->fd < 0)
+		return true; /* cannot ask: assume alive (conservative) */
+	struct flock fl;
+	if (ofd_lock(s->fd, record_byte(s, idx), F_WRLCK, F_OFD_GETLK, &fl) < 0)
+		return true;
+	return fl.l_type != F_UNLCK;
 }
 
-/*
- * 1 alive, 0 dead.  When in doubt, alive: releasing the record of a live
- * process would unpin its zero-copy references, while keeping a dead one
- * only delays reclamation until the doubt clears.  A process that exists
- * (kill succeeds or says EPERM) but whose /proc entry we cannot read (a
- * /proc mounted with hidepid) is alive.  Processes sharing a segment must
- * share a pid namespace: pids from another namespace mean nothing here.
- */
-int sc_proc_alive(int32_t pid, uint64_t start_time)
+bool sc_proc_owner_alive(struct sc_seg *s, uint32_t idx, uint32_t gen)
 {
-	if (pid <= 0)
-		return 0;
-	if (kill(pid, 0) < 0 && errno == ESRCH)
-		return 0;
-	uint64_t now = 0;
-	bool zombie = false;
-	if (!read_stat(pid, &now, &zombie)) {
-		/* vanished between the two checks, or hidden from us */
-		return !(kill(pid, 0) < 0 && errno == ESRCH);
-	}
-	if (zombie)
-		return 0;
-	return (now & 0xffffffffu) == (start_time & 0xffffffffu);
-}
-
-static int owner_alive(uint64_t owner)
-{
-	return sc_proc_alive((int32_t)(owner & 0xffffffffu), owner >> 32);
+	if (idx >= s->g.max_procs)
+		return false;
+	if (atomic_load_explicit(&s->procs[idx].gen, memory_order_acquire) != gen)
+		return false;
+	return sc_proc_alive(s, idx);
 }
 
 void sc_counters_add(struct sc_counters *to, struct sc_counters *from)
 {
 #define ADD(f) atomic_fetch_add_explicit(&to->f, \
-		atomic_load_explicit(&from->f, memory_order_relaxed), memory_order_relaxed)
+		atomic_exchange_explicit(&from->f, 0, memory_order_relaxed), memory_order_relaxed)
 	ADD(hits); ADD(misses); ADD(sem_hits); ADD(sem_misses);
 	ADD(puts); ADD(evictions); ADD(expirations); ADD(invalidations);
 #undef ADD
-	uint32_t fb = atomic_load_explicit(&from->sem_miss_best, memory_order_relaxed);
+	uint32_t fb = atomic_exchange_explicit(&from->sem_miss_best, 0, memory_order_relaxed);
 	if (fb) {
 		float f;
 		memcpy(&f, &fb, 4);
@@ -161,204 +131,163 @@ void sc_count_best_miss(struct sc_counters *c, float sim)
 	}
 }
 
-/* Release a dead owner's record: fold its counters into "departed" and free
- * it.  Under wlock, so the fold happens once. */
-static void release_record(semcache *c, struct sc_proc *p, uint64_t owner)
+static void raise_hwm(struct sc_seg *s, uint32_t n)
 {
-	sc_counters_add(&c->hdr->departed, &p->c);
-	memset(&p->c, 0, sizeof p->c);
-	for (int i = 0; i < SC_READER_SLOTS; i++)
-		atomic_store_explicit(&p->reader[i], 0, memory_order_relaxed);
-	/* Only the exact dead owner is replaced: if someone else already
-	 * reclaimed and reused the record, leave it alone. */
-	atomic_compare_exchange_strong_explicit(&p->owner, &owner, 0,
-	                                        memory_order_release, memory_order_relaxed);
+	uint32_t hwm = atomic_load_explicit(&s->hdr->procs_hwm, memory_order_relaxed);
+	while (hwm < n && !atomic_compare_exchange_weak_explicit(&s->hdr->procs_hwm, &hwm, n,
+	                                                         memory_order_seq_cst,
+	                                                         memory_order_relaxed))
+		;
 }
 
-uint32_t sc_procs_reap(semcache *c)
+int sc_proc_claim(struct sc_seg *s)
 {
-	uint32_t n = 0, hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_acquire);
-	if (hwm > c->max_procs)
-		hwm = c->max_procs;
-	for (uint32_t i = 0; i < hwm; i++) {
-		struct sc_proc *p = &c->procs[i];
-		uint64_t o = atomic_load_explicit(&p->owner, memory_order_acquire);
-		if (o && !owner_alive(o)) {
-			release_record(c, p, o);
-			n++;
-		}
+	int rc = SEMCACHE_EPROCFULL;
+	for (uint32_t i = 0; i < s->g.max_procs; i++) {
+		int r = ofd_lock(s->fd, record_byte(s, i), F_WRLCK, F_OFD_SETLK, NULL);
+		if (r == -EAGAIN || r == -EACCES)
+			continue; /* held by a live process */
+		if (r < 0)
+			return r == -EINVAL ? -ENOLCK : r; /* no OFD locks: cannot attach */
+		/* Raise the high-water mark before using the record, so scans that
+		 * start after our first hazard see it. */
+		raise_hwm(s, i + 1);
+		struct sc_proc *p = &s->procs[i];
+		for (int k = 0; k < SC_HAZARDS; k++)
+			atomic_store_explicit(&p->hazard[k], 0, memory_order_relaxed);
+		/* A predecessor's counters stay visible (stat sums every record)
+		 * until folded here, exactly once: only the lock holder folds. */
+		sc_counters_add(&s->hdr->departed, &p->c);
+		uint32_t gen = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+		if (gen == 0)
+			gen = 1;
+		/* release: the cleared hazards precede the new generation; a writer
+		 * that sees our later hazards sees this generation too */
+		atomic_store_explicit(&p->gen, gen, memory_order_release);
+		atomic_store_explicit(&p->pid, (int32_t)s->pid, memory_order_relaxed);
+		atomic_store_explicit(&p->attached_ms, sc_wall_ms(), memory_order_relaxed);
+		s->me_idx = i;
+		s->me_gen = gen;
+		s->me = p;
+		rc = 0;
+		break;
 	}
-	return n;
+	return rc;
 }
 
-int sc_proc_attach(semcache *c)
+void sc_proc_release(struct sc_seg *s)
 {
-	uint64_t start = sc_proc_start_time(c->pid);
-	uint64_t mine = owner_word(c->pid, start);
-	int reaped = 0;
-
-	for (;;) {
-		for (uint32_t i = 0; i < c->max_procs; i++) {
-			struct sc_proc *p = &c->procs[i];
-			uint64_t expect = 0;
-			if (atomic_load_explicit(&p->owner, memory_order_relaxed) != 0)
-				continue;
-			/* Raise the high-water mark before claiming, so a process
-			 * that dies right after its claim is still inside the range
-			 * that reaping and grace checks scan. */
-			uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_relaxed);
-			while (hwm < i + 1 &&
-			       !atomic_compare_exchange_weak_explicit(&c->hdr->procs_hwm, &hwm, i + 1,
-			                                              memory_order_seq_cst,
-			                                              memory_order_relaxed))
-				;
-			if (!atomic_compare_exchange_strong_explicit(&p->owner, &expect, mine,
-			                                             memory_order_acq_rel,
-			                                             memory_order_relaxed))
-				continue;
-			p->start_time = start;
-			for (int r = 0; r < SC_READER_SLOTS; r++)
-				atomic_store_explicit(&p->reader[r], 0, memory_order_relaxed);
-			memset(&p->c, 0, sizeof p->c);
-			c->proc_idx = i;
-			c->me = p;
-			return 0;
-		}
-		if (reaped)
-			return SEMCACHE_EPROCFULL;
-		/* Full: release records of dead processes and try once more. */
-		int rc = sc_wlock(c);
-		if (rc < 0)
-			return rc;
-		sc_procs_reap(c);
-		sc_wunlock(c);
-		reaped = 1;
-	}
-}
-
-void sc_proc_detach(semcache *c)
-{
-	struct sc_proc *p = c->me;
+	struct sc_proc *p = s->me;
 	if (!p)
 		return;
-	uint64_t o = atomic_load_explicit(&p->owner, memory_order_relaxed);
-	if (sc_wlock(c) == 0) {
-		release_record(c, p, o);
-		sc_wunlock(c);
-	} else {
-		for (int r = 0; r < SC_READER_SLOTS; r++)
-			atomic_store_explicit(&p->reader[r], 0, memory_order_relaxed);
-		atomic_compare_exchange_strong(&p->owner, &o, 0);
-	}
-	c->me = NULL;
+	for (int k = 0; k < SC_HAZARDS; k++)
+		atomic_store_explicit(&p->hazard[k], 0, memory_order_release);
+	/* Counters stay in the record (stat still sums them) until the next
+	 * claimant folds them into "departed". */
+	if (s->fd >= 0)
+		(void)ofd_lock(s->fd, record_byte(s, s->me_idx), F_UNLCK, F_OFD_SETLK, NULL);
+	s->me = NULL;
 }
 
 /* ------------------------------------------------------------------------
- * Grace periods
+ * Hazard words
  * ---------------------------------------------------------------------- */
-bool sc_grace_passed(semcache *c, uint64_t epoch)
-{
-	/* Pairs with the seq_cst CAS in sc_read_enter (see the file comment);
-	 * the record count is read after the fence too, so a record claimed
-	 * just before it is seen. */
-	atomic_thread_fence(memory_order_seq_cst);
-	uint32_t hwm = atomic_load_explicit(&c->hdr->procs_hwm, memory_order_acquire);
-	if (hwm > c->max_procs)
-		hwm = c->max_procs;
-	for (uint32_t i = 0; i < hwm; i++) {
-		struct sc_proc *p = &c->procs[i];
-		for (int k = 0; k < SC_READER_SLOTS; k++) {
-			uint64_t r = atomic_load_explicit(&p->reader[k], memory_order_seq_cst);
-			if (r == 0 || (r >> 16) > epoch)
-				continue;
-			uint64_t o = atomic_load_explicit(&p->owner, memory_order_acquire);
-			if (!o)
-				break; /* released record with stale reader words */
-			if (!owner_alive(o)) {
-				release_record(c, p, o);
-				break;
-			}
-			return false;
-		}
-	}
-	return true;
-}
+/* Threads of one process start their search for a free word in different
+ * places. */
+static _Thread_local uint32_t hazard_hint = UINT32_MAX;
 
-/* A hint so threads of one process start their search for a free reader
- * word in different places. */
-static _Thread_local uint32_t reader_hint = UINT32_MAX;
-
-int sc_read_enter(semcache *c, uint32_t *slot)
+int sc_hazard_set(struct sc_seg *s, uint32_t value, uint32_t *k)
 {
-	struct sc_proc *p = c->me;
+	struct sc_proc *p = s->me;
 	if (!p)
 		return SEMCACHE_EPROCFULL;
-	if (reader_hint == UINT32_MAX)
-		reader_hint = (uint32_t)((uintptr_t)&reader_hint >> 6) % SC_READER_SLOTS;
-	uint64_t gp = atomic_load_explicit(&c->hdr->gp, memory_order_seq_cst) & ((UINT64_C(1) << 48) - 1);
-	uint64_t fresh = (gp << 16) | 1;
-	uint32_t best = 0;
-	uint64_t best_epoch = 0;
-	for (uint32_t i = 0; i < SC_READER_SLOTS; i++) {
-		uint32_t k = (reader_hint + i) % SC_READER_SLOTS;
-		uint64_t expect = 0;
-		if (atomic_compare_exchange_strong_explicit(&p->reader[k], &expect, fresh,
+	if (hazard_hint == UINT32_MAX)
+		hazard_hint = (uint32_t)((uintptr_t)&hazard_hint >> 6) % SC_HAZARDS;
+	for (uint32_t i = 0; i < SC_HAZARDS; i++) {
+		uint32_t w = (hazard_hint + i) % SC_HAZARDS;
+		uint32_t expect = 0;
+		if (atomic_load_explicit(&p->hazard[w], memory_order_relaxed) != 0)
+			continue;
+		if (atomic_compare_exchange_strong_explicit(&p->hazard[w], &expect, value,
 		                                            memory_order_seq_cst,
 		                                            memory_order_relaxed)) {
-			*slot = k;
-			goto entered;
-		}
-		if ((expect >> 16) >= best_epoch && (expect & READER_COUNT_MASK) < READER_COUNT_MASK) {
-			best_epoch = expect >> 16;
-			best = k;
+			/* Orders the publication before the caller's re-read of the
+			 * slot (the reader half of the store-buffering pair). */
+			atomic_thread_fence(memory_order_seq_cst);
+			*k = w;
+			return 0;
 		}
 	}
-	/* Every word busy: share the newest one (its epoch is at most ours,
-	 * so the sharing is conservative, never unsafe). */
-	for (;;) {
-		uint64_t cur = atomic_load_explicit(&p->reader[best], memory_order_relaxed);
-		uint64_t nw = (cur & READER_COUNT_MASK) == 0 ? fresh
-		            : (cur & READER_COUNT_MASK) == READER_COUNT_MASK ? 0 : cur + 1;
-		if (!nw)
-			return -EMFILE; /* 16 x 65535 references held at once */
-		if (atomic_compare_exchange_weak_explicit(&p->reader[best], &cur, nw,
-		                                          memory_order_seq_cst,
-		                                          memory_order_relaxed))
-			break;
-	}
-	*slot = best;
-entered:
-	atomic_thread_fence(memory_order_seq_cst);
-	return 0;
+	return -EMFILE;
 }
 
-void sc_read_exit(semcache *c, uint32_t rec, uint32_t slot)
+void sc_hazard_clear(struct sc_seg *s, uint32_t k, uint32_t value)
 {
-	if (rec >= c->max_procs || slot >= SC_READER_SLOTS)
+	if (!s->me || k >= SC_HAZARDS)
 		return;
-	_Atomic uint64_t *w = &c->procs[rec].reader[slot];
-	uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
-	for (;;) {
-		if ((cur & READER_COUNT_MASK) == 0)
-			return; /* unbalanced release: ignore rather than underflow */
-		uint64_t nw = (cur & READER_COUNT_MASK) == 1 ? 0 : cur - 1;
-		/* release: our reads of the blocks happen before the writer can
-		 * see us quiescent and reuse them */
-		if (atomic_compare_exchange_weak_explicit(w, &cur, nw, memory_order_release,
-		                                          memory_order_relaxed))
-			return;
-	}
+	/* release: our reads of the chain happen before a writer can see the
+	 * word free and reuse the blocks */
+	uint32_t expect = value;
+	atomic_compare_exchange_strong_explicit(&s->me->hazard[k], &expect, 0,
+	                                        memory_order_release, memory_order_relaxed);
 }
 
-/* Every thread of a forked child that uses the handle first waits here
- * until one of them has claimed the child's record, so none runs on with
- * me == NULL meanwhile. */
-void sc_ensure_record_slow(semcache *c)
+static bool live_cached(struct sc_seg *s, uint32_t i, uint32_t gen, int64_t now)
 {
-	pthread_mutex_lock(&c->rec_mu);
-	if (atomic_load_explicit(&c->need_record, memory_order_relaxed)) {
-		(void)sc_proc_attach(c);
-		atomic_store_explicit(&c->need_record, 0, memory_order_release);
+	struct sc_live *l = s->live ? &s->live[i] : NULL;
+	if (l && l->gen == gen && l->state == 2)
+		return false;
+	if (l && l->gen == gen && l->state == 1 && now < l->until_ms)
+		return true;
+	bool alive = sc_proc_alive(s, i);
+	if (l) {
+		l->gen = gen;
+		l->state = alive ? 1 : 2;
+		l->until_ms = now + SC_LIVE_CACHE_MS;
 	}
-	pthread_mutex_unlock(&c->rec_mu);
+	return alive;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+size_t sc_hazard_collect(struct sc_seg *s, uint32_t *out, size_t cap)
+{
+	/* The writer half of the store-buffering pair: the slot changes that
+	 * unlinked the chains being reclaimed precede every hazard read. */
+	atomic_thread_fence(memory_order_seq_cst);
+	uint32_t hwm = atomic_load_explicit(&s->hdr->procs_hwm, memory_order_seq_cst);
+	if (hwm > s->g.max_procs)
+		hwm = s->g.max_procs;
+	int64_t now = sc_mono_ms();
+	size_t n = 0;
+	for (uint32_t i = 0; i < hwm; i++) {
+		struct sc_proc *p = &s->procs[i];
+		uint32_t v[SC_HAZARDS];
+		bool any = false;
+		for (int k = 0; k < SC_HAZARDS; k++) {
+			v[k] = atomic_load_explicit(&p->hazard[k], memory_order_seq_cst);
+			any |= v[k] != 0;
+		}
+		if (!any)
+			continue;
+		/* A generation read after the hazards: a new owner's hazards come
+		 * with its new generation (see sc_proc_claim). */
+		uint32_t gen = atomic_load_explicit(&p->gen, memory_order_acquire);
+		if (!live_cached(s, i, gen, now))
+			continue;
+		for (int k = 0; k < SC_HAZARDS; k++) {
+			if (!v[k])
+				continue;
+			if (n < cap)
+				out[n] = v[k];
+			n++;
+		}
+	}
+	if (n <= cap)
+		qsort(out, n, sizeof *out, cmp_u32);
+	return n;
 }

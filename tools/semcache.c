@@ -1235,21 +1235,21 @@ static void print_stat_text(FILE *f, const struct snapshot *s)
 	ROW("evictions", "%" PRIu64, t->evictions);
 	ROW("expirations", "%" PRIu64, t->expirations);
 	ROW("invalidations", "%" PRIu64, t->invalidations);
-	ROW("grace period", "%" PRIu64, st->grace_period);
+	ROW("repairs", "%" PRIu64, st->repairs);
 	fputs("second tier: none (Redis tier not built yet)\n", f);
 #undef ROW
 
 	fprintf(f, "processes (%zu attached of %" PRIu32 ", * = this command)\n", s->nprocs,
 	        st->max_procs);
-	fprintf(f, "  %5s %-10s %-5s %-7s %12s %12s %12s %12s\n", "INDEX", "PID", "ALIVE", "READING",
+	fprintf(f, "  %5s %-10s %-5s %-7s %12s %12s %12s %12s\n", "INDEX", "PID", "ALIVE", "PINS",
 	        "HITS", "MISSES", "SEM_HITS", "PUTS");
 	for (size_t i = 0; i < s->nprocs; i++) {
 		const semcache_proc_info *p = &s->procs[i];
 		char pid[24];
-		snprintf(pid, sizeof pid, "%" PRId32 "%s", p->pid, p->pid == getpid() ? "*" : "");
-		fprintf(f, "  %5" PRIu32 " %-10s %-5s %-7s %12" PRIu64 " %12" PRIu64 " %12" PRIu64
+		snprintf(pid, sizeof pid, "%" PRId32 "%s", p->pid, p->self ? "*" : "");
+		fprintf(f, "  %5" PRIu32 " %-10s %-5s %-7" PRIu32 " %12" PRIu64 " %12" PRIu64 " %12" PRIu64
 		        " %12" PRIu64 "\n", p->index, pid, p->alive ? "yes" : "no",
-		        p->in_read_section ? "yes" : "no", p->counters.hits, p->counters.misses,
+		        p->pins, p->counters.hits, p->counters.misses,
 		        p->counters.sem_hits, p->counters.puts);
 	}
 }
@@ -1302,10 +1302,10 @@ static json_t *stat_json(const struct snapshot *s)
 			break;
 		bad |= jput(j, "index", jint(p->index));
 		bad |= jput(j, "pid", json_integer(p->pid));
-		bad |= jput(j, "self", json_boolean(p->pid == getpid()));
-		bad |= jput(j, "start_time", jint(p->start_time));
+		bad |= jput(j, "self", json_boolean(p->self));
+		bad |= jput(j, "attached_ms", json_integer(p->attached_ms));
 		bad |= jput(j, "alive", json_boolean(p->alive));
-		bad |= jput(j, "in_read_section", json_boolean(p->in_read_section));
+		bad |= jput(j, "pins", jint(p->pins));
 		bad |= jput(j, "hits", jint(p->counters.hits));
 		bad |= jput(j, "misses", jint(p->counters.misses));
 		bad |= jput(j, "sem_hits", jint(p->counters.sem_hits));
@@ -1336,7 +1336,7 @@ static json_t *stat_json(const struct snapshot *s)
 	bad |= jput(o, "evictions", jint(t->evictions));
 	bad |= jput(o, "expirations", jint(t->expirations));
 	bad |= jput(o, "invalidations", jint(t->invalidations));
-	bad |= jput(o, "grace_period", jint(st->grace_period));
+	bad |= jput(o, "repairs", jint(st->repairs));
 	bad |= jput(o, "procs_attached", jint(st->procs_attached));
 	bad |= jput(o, "procs", procs);
 	procs = NULL;
@@ -1417,8 +1417,8 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	prom_u64(f, "arena_used_bytes", "gauge", "Arena bytes holding records.", st->bytes_used);
 	prom_u64(f, "arena_free_bytes", "gauge", "Arena bytes free.", st->bytes_free);
 	prom_u64(f, "procs_attached", "gauge", "Process records in use.", st->procs_attached);
-	prom_u64(f, "grace_period", "gauge", "Current grace period of deferred block reuse.",
-	         st->grace_period);
+	prom_u64(f, "repairs_total", "counter", "Repairs after a writer died or damage was found.",
+	         st->repairs);
 	prom_u64(f, "exact_hits_total", "counter", "Exact lookups that hit.", t->hits);
 	prom_u64(f, "exact_misses_total", "counter", "Exact lookups that missed.", t->misses);
 	prom_u64(f, "semantic_hits_total", "counter", "Semantic lookups that hit.", t->sem_hits);
@@ -1438,7 +1438,7 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 		const char *name, *type, *help;
 	} per[] = {
 		{ "process_alive", "gauge", "1 if the process owning the record exists." },
-		{ "process_in_read_section", "gauge", "1 if the process holds a zero-copy reference." },
+		{ "process_pins", "gauge", "Zero-copy references the process holds." },
 		{ "process_exact_hits_total", "counter", "Exact hits of the process." },
 		{ "process_exact_misses_total", "counter", "Exact misses of the process." },
 		{ "process_semantic_hits_total", "counter", "Semantic hits of the process." },
@@ -1451,7 +1451,7 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 			const semcache_proc_info *p = &s->procs[i];
 			const semcache_counters *pc = &p->counters;
 			uint64_t v = m == 0 ? (uint64_t)(p->alive != 0)
-			           : m == 1 ? (uint64_t)(p->in_read_section != 0)
+			           : m == 1 ? (uint64_t)p->pins
 			           : m == 2 ? pc->hits : m == 3 ? pc->misses : m == 4 ? pc->sem_hits
 			           : m == 5 ? pc->sem_misses : pc->puts;
 			fprintf(f, "semcache_%s{pid=\"%" PRId32 "\",index=\"%" PRIu32 "\"} %" PRIu64 "\n",

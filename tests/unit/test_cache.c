@@ -127,13 +127,19 @@ Test(cache, exact_ttl_expires_with_the_clock)
 	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), SEMCACHE_ENOTFOUND);
 }
 
-Test(cache, expired_entry_is_reclaimed_on_get)
+Test(cache, expired_entry_is_a_miss_and_left_to_writers)
 {
 	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
 	cr_assert_eq(entries(), 1);
 	atomic_fetch_add(&clk.now, 3600 * 1000);
 	semcache_response *out;
+	/* a reader never takes the writer lock, so it removes nothing */
 	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), SEMCACHE_ENOTFOUND);
+	cr_assert_eq(entries(), 1);
+	/* a writer removes it, counted as an expiration, not an invalidation */
+	uint64_t n = 99;
+	cr_assert_eq(semcache_invalidate(c, NULL, NULL, &n), 0);
+	cr_assert_eq(n, 0);
 	cr_assert_eq(entries(), 0);
 	cr_assert_eq(totals().expirations, 1);
 	assert_consistent();
