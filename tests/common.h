@@ -107,4 +107,43 @@ static inline int put_simple(semcache *c, const char *ns, const char *key, const
 	return semcache_put(c, &a);
 }
 
+/*
+ * What users feel after a crash: every entry semcache_foreach lists (live,
+ * not being written) must be found by semcache_get, with intact content.
+ * Returns how many listed entries were NOT found; *listed (may be NULL)
+ * gets how many were listed.  Call it while no writer runs.
+ */
+struct test_listed {
+	char (*keys)[64];
+	size_t n, cap;
+};
+
+static inline int test_collect_key(const semcache_entry_info *e, void *arg)
+{
+	struct test_listed *l = arg;
+	if (l->n < l->cap)
+		snprintf(l->keys[l->n++], 64, "%s", e->key);
+	return 0;
+}
+
+static inline size_t test_listed_but_missing(semcache *c, const char *ns, size_t *listed)
+{
+	struct test_listed l = { calloc(65536, 64), 0, 65536 };
+	size_t missing = 0;
+	if (!l.keys || semcache_foreach(c, ns, NULL, test_collect_key, &l) != 0) {
+		free(l.keys);
+		return SIZE_MAX;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		semcache_response *out = NULL;
+		if (semcache_get(c, ns, l.keys[i], 0, &out) != 0 || !content_ok(out->content))
+			missing++;
+		semcache_response_free(out);
+	}
+	if (listed)
+		*listed = l.n;
+	free(l.keys);
+	return missing;
+}
+
 #endif

@@ -8,7 +8,9 @@
  *    every payload carrying a checksum of its body that readers verify.
  *  - kill9_torture: 4 workers doing the same while a supervisor SIGKILLs a
  *    random one every 50-100 ms and starts a replacement, for
- *    SEMCACHE_TORTURE_SECONDS (default 20).  Afterwards: zero torn reads,
+ *    SEMCACHE_TORTURE_SECONDS (default 20).  After every kill, with the
+ *    other workers stopped wherever they were, every entry semcache_foreach
+ *    lists is found by semcache_get.  Afterwards: zero torn reads,
  *    the consistency check passes (no slot locked, index/slots/arena agree,
  *    free + used + limbo = total), and no record belongs to a dead process.
  */
@@ -145,7 +147,7 @@ static void teardown(void)
 /*
  * The parent keeps its handle open for the whole test, so the final check
  * sees the segment exactly as the workers left it: a process that attaches
- * alone would reset the lock table and repair first, hiding damage.
+ * alone would repair first (as a lone opener does), hiding damage.
  */
 static void check_final(semcache *c)
 {
@@ -230,6 +232,7 @@ Test(stress, kill9_torture)
 
 	pid_t w[P];
 	uint64_t seed = 42, kills = 0;
+	size_t checked = 0;
 	for (int i = 0; i < P; i++)
 		w[i] = spawn_worker(test_rng(&seed));
 	double end = now_s() + seconds;
@@ -240,14 +243,31 @@ Test(stress, kill9_torture)
 		kill(w[victim], SIGKILL);
 		waitpid(w[victim], NULL, 0);
 		kills++;
+		/* Before any other writer runs (the others are stopped, wherever
+		 * they were), every listed entry must be found by get. */
+		for (int i = 0; i < P; i++)
+			if (i != victim) {
+				kill(w[i], SIGSTOP);
+				waitpid(w[i], NULL, WUNTRACED);
+			}
+		for (int n = 0; n < 2; n++) {
+			size_t listed = 0, missing = test_listed_but_missing(c, n ? "ns-b" : "ns-a", &listed);
+			cr_assert_eq(missing, 0, "after kill %llu: %zu of %zu listed entries missed by get",
+			             (unsigned long long)kills, missing, listed);
+			checked += listed;
+		}
+		for (int i = 0; i < P; i++)
+			if (i != victim)
+				kill(w[i], SIGCONT);
 		w[victim] = spawn_worker(test_rng(&seed));
 	}
 	for (int i = 0; i < P; i++) {
 		kill(w[i], SIGKILL);
 		waitpid(w[i], NULL, 0);
 	}
-	cr_log_info("torture: %llu kills, %llu ops, %llu hits, %llu semantic hits",
-	            (unsigned long long)kills, (unsigned long long)atomic_load(&counts->ops),
+	cr_log_info("torture: %llu kills, %zu listed entries checked, %llu ops, %llu hits, "
+	            "%llu semantic hits", (unsigned long long)kills, checked,
+	            (unsigned long long)atomic_load(&counts->ops),
 	            (unsigned long long)atomic_load(&counts->hits),
 	            (unsigned long long)atomic_load(&counts->sem_hits));
 	cr_assert_gt(kills, 10);

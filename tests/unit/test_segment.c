@@ -343,3 +343,47 @@ Test(segment, writer_finding_damage_marks_it_and_the_next_writer_repairs)
 	semcache_response_free(out);
 	semcache_close(c);
 }
+
+Test(segment, full_process_table_is_eprocfull_at_once)
+{
+	semcache *a, *b, *x = NULL;
+	semcache_options o = test_options(64, 4);
+	o.max_procs = 2;
+	cr_assert_eq(semcache_open(path, &o, &a), 0);
+	cr_assert_eq(semcache_open(path, NULL, &b), 0); /* each handle holds a record */
+	cr_assert_eq(semcache_open(path, NULL, &x), SEMCACHE_EPROCFULL);
+	cr_assert_null(x);
+	/* a NORECORD handle still inspects, and its writes say why they fail */
+	semcache_options n;
+	memset(&n, 0, sizeof n);
+	n.flags = SEMCACHE_OPEN_NORECORD;
+	cr_assert_eq(semcache_open(path, &n, &x), 0);
+	cr_assert_eq(put_simple(x, "ns", "k", "v"), SEMCACHE_EPROCFULL);
+	semcache_close(x);
+	/* a record given back is claimed again */
+	semcache_close(b);
+	cr_assert_eq(semcache_open(path, NULL, &b), 0);
+	semcache_close(b);
+	semcache_close(a);
+}
+
+Test(segment, a_lock_word_naming_a_dead_record_is_taken_over_and_repaired)
+{
+	semcache *c;
+	semcache_options o = test_options(64, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
+	/* record 5, never claimed: nobody holds its byte lock */
+	atomic_store(&c->hdr->wlock, ((uint64_t)1 << 32) | 6);
+	semcache_stats before, after;
+	cr_assert_eq(semcache_stat(c, &before), 0);
+	cr_assert_eq(put_simple(c, "ns", "k2", "v2"), 0);
+	cr_assert_eq(semcache_stat(c, &after), 0);
+	cr_assert_eq(after.repairs, before.repairs + 1);
+	/* and a word forged to name ourselves is not trusted either */
+	atomic_store(&c->hdr->wlock, ((uint64_t)c->seg.me_gen << 32) | (c->seg.me_idx + 1));
+	cr_assert_eq(put_simple(c, "ns", "k3", "v3"), 0);
+	char report[1024];
+	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
+	semcache_close(c);
+}

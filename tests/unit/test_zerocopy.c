@@ -270,3 +270,34 @@ Test(zerocopy, releasing_an_inherited_reference_leaves_the_childs_own_pinned)
 	free(content);
 	free(other);
 }
+
+Test(zerocopy, a_held_reference_never_makes_a_full_arena_refuse_puts)
+{
+	/* fill the arena with entries of about 8 blocks */
+	char *content = pattern(1900, 3), key[32];
+	int i;
+	for (i = 0; i < 140; i++) { /* 140 x 8 blocks > 1024: evicting already */
+		snprintf(key, sizeof key, "fill%d", i);
+		cr_assert_eq(put_simple(c, "ns", key, content), 0);
+	}
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_lt(st.blocks_free, 16, "the arena is not full yet");
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "fill139", &ref), 0);
+	char *held = gather(&ref);
+	/* new keys keep coming: others are evicted, none is refused */
+	for (int j = 0; j < 1000; j++, i++) {
+		snprintf(key, sizeof key, "new%d", i);
+		int rc = put_simple(c, "ns", key, content);
+		cr_assert_eq(rc, 0, "put %d with one reference held: %s", j, semcache_strerror(rc));
+	}
+	char *now = gather(&ref);
+	cr_assert_str_eq(now, held);
+	semcache_release(c, &ref);
+	char report[1024];
+	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
+	free(now);
+	free(held);
+	free(content);
+}
