@@ -7,9 +7,12 @@
  * memory traffic no cache can avoid), so each figure is printed as a ratio.
  * Latencies are per operation from clock_gettime, minus the timer's own
  * cost measured here.  The zero-copy get is measured twice, with its
- * read-side section (the real API) and without (unsafe, bench only), so the
- * difference is what grace-period tracking costs per read.  Ends with one
- * JSON line.
+ * hazard-word pin (the real API) and without (unsafe, bench only), so the
+ * difference is what liveness and pinning cost per read.  Replacing puts
+ * are measured with one zero-copy reference held for the whole round and
+ * with none, alternating, so the ratio says what a held reference costs
+ * writers (the fault model's promise: nothing but its own blocks).  Ends
+ * with one JSON line.
  *
  *   bench_exact [--entries N] [--gets N] [--path P]
  */
@@ -26,7 +29,7 @@
 #include "bench_util.h"
 
 #include "semcache.h"
-#include "internal.h" /* sc_get_ref(): zero-copy without grace periods, to price them */
+#include "internal.h" /* sc_get_ref(): zero-copy without a pin, to price pinning */
 
 #define now_ns bench_now_ns
 
@@ -62,19 +65,16 @@ static double reference_copy_per_s(size_t bytes, long n)
 	return n / secs;
 }
 
-static double ref_loop(semcache *c, int entries, long n, uint64_t seed, bool grace)
+static double ref_loop(semcache *c, int entries, long n, uint64_t seed, bool pin)
 {
 	long hits = 0;
 	uint64_t t0 = now_ns();
 	for (long i = 0; i < n; i++) {
 		const char *key = keys[xs(&seed) % (uint64_t)entries];
 		semcache_ref ref;
-		if (sc_get_ref(c, "bench", key, &ref, grace) == 0) {
+		if (sc_get_ref(c, "bench", key, &ref, pin) == 0) {
 			hits += ((const char *)ref.iov[0].iov_base)[0] == 'r';
-			if (grace)
-				semcache_release(c, &ref);
-			else
-				ref.held_ = 0, semcache_release(c, &ref);
+			semcache_release(c, &ref);
 		}
 	}
 	double per_s = n / ((now_ns() - t0) / 1e9);
@@ -220,6 +220,36 @@ int main(int argc, char **argv)
 	}
 	double put_s = entries / ((now_ns() - t0) / 1e9);
 
+	/* replacing puts with one zero-copy reference held for the whole round,
+	 * against rounds with none, alternating; best round of each */
+	double put_free = 0, put_held = 0;
+	for (int round = 0; round < 6; round++) {
+		bool hold = round & 1;
+		semcache_ref held;
+		if (hold && semcache_get_ref(c, "bench", keys[round % entries], &held) < 0) {
+			fprintf(stderr, "get_ref for the held reference failed\n");
+			return 1;
+		}
+		t0 = now_ns();
+		for (int i = 0; i < entries / 2; i++) {
+			semcache_put_args a = { .ns = "bench",
+			                        .key = keys[xs(&ps_seed) % (uint64_t)entries],
+			                        .response = &resp };
+			if ((rc = semcache_put(c, &a)) < 0) {
+				fprintf(stderr, "put (reference %s): %s\n", hold ? "held" : "none",
+				        semcache_strerror(rc));
+				return 1;
+			}
+		}
+		double r = entries / 2 / ((now_ns() - t0) / 1e9);
+		if (hold) {
+			put_held = r > put_held ? r : put_held;
+			semcache_release(c, &held);
+		} else {
+			put_free = r > put_free ? r : put_free;
+		}
+	}
+
 	/* gets, one process, with per-op latency */
 	uint32_t *lat = malloc(sizeof *lat * (size_t)gets);
 	if (!lat)
@@ -233,7 +263,7 @@ int main(int argc, char **argv)
 	uint32_t p50 = lat[gets / 2], p99 = lat[gets * 99 / 100];
 	free(lat);
 
-	/* zero-copy gets, with and without grace-period tracking: rounds
+	/* zero-copy gets, with and without the pin: rounds
 	 * alternate between the two over the same keys, and the best round of
 	 * each is kept, so drift in machine load does not land on one side */
 	ref_loop(c, entries, gets / 10, 3, true);
@@ -264,9 +294,11 @@ int main(int argc, char **argv)
 	       get2_s / ref, get2_s / get1p_s, get1p_s);
 	printf("%-34s %12.0f/s %10.2f  (x%.2f of copying get)\n", "zero-copy get (1 proc)", ref_gp,
 	       ref_gp / ref, ref_gp / get_s);
-	printf("%-34s %12.0f/s %10.2f\n", "zero-copy get, no grace tracking", ref_nogp,
+	printf("%-34s %12.0f/s %10.2f\n", "zero-copy get, no pin", ref_nogp,
 	       ref_nogp / ref);
-	printf("%-34s %12.1f ns per read\n", "grace-period tracking costs", gp_ns);
+	printf("%-34s %12.1f ns per read\n", "liveness and pinning cost", gp_ns);
+	printf("%-34s %12.0f/s %10.2f  (x%.2f of none held, %.0f/s)\n",
+	       "put, one reference held", put_held, put_held / ref, put_held / put_free, put_free);
 	printf("%-34s %12u ns\n", "get p50 latency", p50);
 	printf("%-34s %12u ns\n", "get p99 latency", p99);
 	printf("hits %ld of %ld (1 proc), %ld of %ld (2 procs); timer cost %" PRIu64
@@ -274,10 +306,11 @@ int main(int argc, char **argv)
 	printf("{\"entries\":%d,\"get_ops_per_s\":%.0f,\"put_ops_per_s\":%.0f,\"get_p50_ns\":%u,"
 	       "\"get_p99_ns\":%u,\"get_ops_per_s_2proc\":%.0f,\"scaling_2proc\":%.3f,"
 	       "\"ref_copy_per_s\":%.0f,\"get_ratio_ref\":%.3f,\"zerocopy_get_ops_per_s\":%.0f,"
-	       "\"zerocopy_nogp_ops_per_s\":%.0f,\"grace_cost_ns\":%.1f,\"put_fill_ops_per_s\":%.0f,"
-	       "\"get_ops_per_s_1child\":%.0f}\n",
+	       "\"zerocopy_nopin_ops_per_s\":%.0f,\"pin_cost_ns\":%.1f,\"put_fill_ops_per_s\":%.0f,"
+	       "\"get_ops_per_s_1child\":%.0f,\"put_none_held_ops_per_s\":%.0f,"
+	       "\"put_one_held_ops_per_s\":%.0f}\n",
 	       entries, get_s, put_s, p50, p99, get2_s, get2_s / get1p_s, ref, get_s / ref, ref_gp,
-	       ref_nogp, gp_ns, fill_s, get1p_s);
+	       ref_nogp, gp_ns, fill_s, get1p_s, put_free, put_held);
 	semcache_close(c);
 	semcache_destroy(path, 1);
 	return hits > gets * 99 / 100 && hits2 > 2 * gets * 99 / 100 ? 0 : 1;

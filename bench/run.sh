@@ -7,7 +7,7 @@
 # (`meson setup build -Dbuildtype=release` when there is no build
 # directory, then `ninja -C build`), runs, one after the other so they
 # never compete for the cores:
-#   build/bench/bench_exact     exact path: put, get, zero-copy get, grace cost
+#   build/bench/bench_exact     exact path: put, get, zero-copy get, pinning cost
 #   build/bench/bench_redis     Redis GET/SET on loopback (own server, own port)
 #   build/bench/bench_scan      semantic scan kernels, two-stage scan
 #   build/tools/semcache-demo   the prefork demo
@@ -347,8 +347,9 @@ e_get, e_get2 = num(exact, "get_ops_per_s"), num(exact, "get_ops_per_s_2proc")
 e_get1c = num(exact, "get_ops_per_s_1child") or e_get
 e_put, e_copy = num(exact, "put_ops_per_s"), num(exact, "ref_copy_per_s")
 e_p50, e_p99 = num(exact, "get_p50_ns"), num(exact, "get_p99_ns")
-e_zc, e_zcn = num(exact, "zerocopy_get_ops_per_s"), num(exact, "zerocopy_nogp_ops_per_s")
-e_gp = num(exact, "grace_cost_ns")
+e_zc, e_zcn = num(exact, "zerocopy_get_ops_per_s"), num(exact, "zerocopy_nopin_ops_per_s")
+e_gp = num(exact, "pin_cost_ns")
+e_pheld, e_pfree = num(exact, "put_one_held_ops_per_s"), num(exact, "put_none_held_ops_per_s")
 e_n = num(exact, "entries")
 
 section("exact path (bench_exact: %s entries of 1 KB; Redis: bench_redis, same value size)%s"
@@ -370,9 +371,11 @@ row("zero-copy get hit, 1 proc", e_zc, f_rate(e_zc),
     "exact get hit, 1 proc (copying)", e_get, f_rate(e_get))
 also("random 1 KB copy, 1 proc", e_copy, f_rate(e_copy, "/s"), e_zc)
 nogp_ns = 1e9 / e_zcn if e_zcn else None
-row("grace-period cost per read (lower is better)", e_gp, f_ns(e_gp),
-    "zero-copy read without tracking", nogp_ns, f_ns(nogp_ns),
+row("liveness + pinning cost per read (lower is better)", e_gp, f_ns(e_gp),
+    "zero-copy read without a pin", nogp_ns, f_ns(nogp_ns),
     note="negative: below this run's noise" if e_gp is not None and e_gp < 0 else "")
+row("put replacing, 1 zero-copy ref held", e_pheld, f_rate(e_pheld),
+    "same rounds, no reference held (goal >= 0.9x)", e_pfree, f_rate(e_pfree))
 
 dim = num(scan, "dim")
 dim_s = "%d" % dim if dim else "?"

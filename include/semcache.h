@@ -14,9 +14,13 @@
  *    which live in a reserved range.  semcache_strerror() names any code.
  *  - Every call that takes the writer lock (put, invalidate, verify, get
  *    with SEMCACHE_GET_TOUCH, and open when it repairs) may also return
- *    SEMCACHE_EBUSY (the lock was held for 30 s), -ENOMEM (a repair after a
- *    writer died could not allocate its scratch; the structure stays marked
- *    for repair and the next writer tries again) or SEMCACHE_ECORRUPT.
+ *    SEMCACHE_EBUSY (a live process held the lock for 30 s), -ENOMEM (a
+ *    repair after a writer died could not allocate its scratch; the
+ *    structure stays marked for repair and the next writer tries again),
+ *    SEMCACHE_ECORRUPT, or SEMCACHE_EPROCFULL when the handle holds no
+ *    process record (SEMCACHE_OPEN_NORECORD, or a forked child that could
+ *    not claim one): the lock names its holder's record.  Readers (get,
+ *    get_ref, search, foreach, stat) never take it and never wait.
  *  - No call aborts on bad input.  Pointers documented as "may be NULL" may
  *    be; any other NULL pointer argument yields -EINVAL.
  *  - Strings are NUL-terminated UTF-8 (not checked: bytes are stored as
@@ -62,7 +66,8 @@ extern "C" {
 #define SEMCACHE_EGEOMETRY    (-30005) /* options contradict the stored geometry */
 #define SEMCACHE_ECORRUPT     (-30006) /* segment fails validation or a consistency check */
 #define SEMCACHE_EBADRECORD   (-30007) /* malformed or oversized response record */
-#define SEMCACHE_EPROCFULL    (-30008) /* every process record is taken by a live process */
+#define SEMCACHE_EPROCFULL    (-30008) /* every process record is taken by a live process,
+                                        * or this handle holds none */
 #define SEMCACHE_EDIM         (-30009) /* embedding dimension differs from the segment's */
 #define SEMCACHE_EEMBEDDING   (-30010) /* embedding has NaN/Inf or zero norm */
 #define SEMCACHE_ENOSEMANTIC  (-30011) /* segment was created without embeddings (dim 0) */
@@ -86,7 +91,8 @@ typedef struct semcache semcache; /* opaque */
 #define SEMCACHE_OPEN_GROUP    0x04u /* create with mode 0660 instead of 0600 */
 #define SEMCACHE_OPEN_NORECORD 0x08u /* take no process record (inspection tools:
                                       * works when the table is full; such a handle
-                                      * counts nothing and cannot semcache_get_ref) */
+                                      * counts nothing, cannot semcache_get_ref and
+                                      * cannot write: SEMCACHE_EPROCFULL) */
 #define SEMCACHE_QUANT_INT8    0x10u /* keep an int8 copy of rows for a two-stage scan */
 #define SEMCACHE_QUANT_BITS    0x20u /* keep a sign-bit copy of rows for a two-stage scan */
 
@@ -129,7 +135,11 @@ SEMCACHE_API void semcache_options_init(semcache_options *o);
  * handle for semcache_close().  Errors: -errno from the file system,
  * SEMCACHE_ENOTSEMCACHE, SEMCACHE_ETRUNCATED, SEMCACHE_EVERSION,
  * SEMCACHE_ESIGNATURE, SEMCACHE_EGEOMETRY, SEMCACHE_ECORRUPT,
- * SEMCACHE_EPROCFULL, -EINVAL (bad options).
+ * SEMCACHE_EPROCFULL (at once, never waiting, when every record is held by
+ * a live process), -ENOLCK (the kernel has no OFD locks, so this process's
+ * liveness could not be established), -EINVAL (bad options).  The first
+ * process to open an existing segment nobody else has open repairs it in
+ * place (after every user was killed, or a copied or damaged file).
  */
 SEMCACHE_API int semcache_open(const char *path, const semcache_options *opts,
                                semcache **out);
@@ -221,19 +231,17 @@ SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
  * the response's content bytes in place in the segment (ref->len bytes in
  * all, not NUL-terminated), ready for writev().  They stay valid and
  * unchanged until semcache_release(c, ref), even if the entry is replaced,
- * evicted or invalidated meanwhile: its blocks wait in limbo until every
- * reference taken before that has been released (grace periods across
- * processes, see shm/proc.c).  Hold references briefly: blocks they pin
- * cannot be reused, and when nothing else can be freed, puts fail with
- * SEMCACHE_EFULL.  Every successful call must be paired with one
+ * evicted or invalidated meanwhile: the reference pins exactly its entry's
+ * blocks (a hazard word in this process's record, see shm/proc.c), which
+ * wait in limbo until it is released or this process dies.  A held, slow
+ * or leaked reference costs those blocks and nothing else: puts evict
+ * around it and never wait.  Every successful call must be paired with one
  * semcache_release(), from any thread of the same process (a reference
  * inherited through fork() is the parent's: releasing it in the child is a
- * no-op there).  Each reference holds one of 16 reader words of its
- * process; beyond 16 at once, references share the newest word, so very
- * many long overlapping references can delay reclamation.
+ * no-op there).  A process has 32 hazard words; a reference taken while
+ * all are in use gets a private copy of the content, which pins nothing.
  * Errors: SEMCACHE_ENOTFOUND (miss; nothing to release), -EINVAL, -ENOMEM,
- * SEMCACHE_EPROCFULL (this process has no process record), -EMFILE (over
- * a million references held at once).
+ * SEMCACHE_EPROCFULL (this handle has no process record).
  */
 #define SEMCACHE_REF_INLINE_IOV 8
 typedef struct semcache_ref {

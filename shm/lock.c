@@ -104,7 +104,10 @@ int sc_lock_take(struct sc_seg *s, bool try_only)
 			sched_yield();
 			continue;
 		}
-		if (!holder_alive(s, v)) {
+		/* A word naming us is not ours (we hold wmu, so no thread of this
+		 * process holds the lock): a peer forged it.  Otherwise ask the
+		 * kernel whether the holder lives. */
+		if (v == me || !holder_alive(s, v)) {
 			if (atomic_compare_exchange_strong_explicit(&h->wlock, &v, me,
 			                                            memory_order_acquire,
 			                                            memory_order_relaxed))

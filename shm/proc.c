@@ -287,7 +287,7 @@ size_t sc_hazard_collect(struct sc_seg *s, uint32_t *out, size_t cap)
 			n++;
 		}
 	}
-	if (n <= cap)
+	if (n > 1 && n <= cap)
 		qsort(out, n, sizeof *out, cmp_u32);
 	return n;
 }
