@@ -4,11 +4,11 @@
  * Buckets are one cache line of SC_WAYS 64-bit entries, (tag << 32) |
  * (slot + 1), 0 meaning empty.  The bucket and the 32-bit tag both come
  * from SipHash of the key digest under the segment's secret, so collisions
- * cannot be aimed.  This is a cache: a full bucket evicts the entry CLOCK
- * would evict first (dead first; see sc_clock_rank in evict.c), so an
- * overflow never overrides the eviction order; it never chains.  A tag match
- * is only a hint:
- * readers confirm the full digest in the slot under its sequence word.
+ * cannot be aimed.  This is a cache: a full bucket evicts the entry that
+ * CLOCK would evict first (dead first; sc_clock_rank in evict.c), so an
+ * overflow never overrides the eviction order; it never chains.  A tag
+ * match is only a hint: readers confirm the full digest in the slot under
+ * its sequence word.
  *
  * Entries are written only under the writer mutex, with release stores
  * after the slot they point to is complete; readers load them with
@@ -75,7 +75,7 @@ int sc_index_insert(semcache *c, const sc_hkey *k, uint32_t slot)
 		}
 	}
 	if (full) {
-		/* Bucket full: the least useful entry goes, with its slot. */
+		/* Bucket full: CLOCK's next victim among the ways goes, with its slot. */
 		uint64_t e = atomic_load_explicit(&b->e[victim], memory_order_relaxed);
 		uint32_t s = (uint32_t)e - 1;
 		atomic_store_explicit(&b->e[victim], 0, memory_order_release);
