@@ -10,12 +10,14 @@
 #   build/bench/bench_exact     exact path: put, get, zero-copy get, pinning cost
 #   build/bench/bench_redis     Redis GET/SET on loopback (own server, own port)
 #   build/bench/bench_scan      semantic scan kernels, two-stage scan
+#   build/bench/bench_hitratio  eviction: hit ratio against exact LRU and SIEVE
 #   build/tools/semcache-demo   the prefork demo
 # collects the JSON line each benchmark ends with, and prints one table in
 # which every row has its value, the reference it is measured against and
 # the ratio value / reference.  The references are measured in the same run
 # on the same machine (single-core memory read bandwidth, a naive scan
-# loop, random 1 KB copies, Redis on loopback), never taken from elsewhere.
+# loop, random 1 KB copies, Redis on loopback, LRU and SIEVE replaying the
+# same requests), never taken from elsewhere.
 #
 # Why: one machine's absolute numbers say little about another's; ratios to
 # a yardstick measured alongside them travel (see ../shared/STYLE.md).
@@ -66,12 +68,13 @@ command -v python3 >/dev/null || { echo "run.sh: python3 is needed to collect th
 logs=$(mktemp -d "${TMPDIR:-/tmp}/semcache-bench.XXXXXX") || exit 1
 seg_exact=/dev/shm/semcache-bench-exact-$$
 seg_demo=/dev/shm/semcache-bench-demo-$$
+seg_hit=/dev/shm/semcache-bench-hit-$$
 current=  # pid of the benchmark running now: the only process we ever signal
 keep_logs=0
 
 # shellcheck disable=SC2317  # both are reached through trap
 cleanup() {
-	rm -f "$seg_exact" "$seg_demo"
+	rm -f "$seg_exact" "$seg_demo" "$seg_hit"
 	if [[ $keep_logs == 1 ]]; then
 		echo "run.sh: logs kept in $logs" >&2
 	else
@@ -129,16 +132,19 @@ if [[ $quick == 1 ]]; then
 	# 50000 rows of 768 floats (154 MB): the matrix must stay larger than
 	# the last-level cache, or the scan "beats" memory bandwidth.
 	scan_args=(--rows 50000 --dims 768 --reps 2 --queries 200)
+	hit_args=(--quick)
 else
 	exact_args=(--entries 100000 --gets 2000000)
 	redis_args=(--keys 100000 --gets 200000)
 	scan_args=(--rows 100000 --dims "384,768,1536" --reps 5 --queries 1000)
+	hit_args=()
 fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 
 run exact "$B"/bench/bench_exact "${exact_args[@]}" --path "$seg_exact"
 run redis "$B"/bench/bench_redis "${redis_args[@]}"
 run scan "$B"/bench/bench_scan "${scan_args[@]}" --json-dim 768
+run hitratio "$B"/bench/bench_hitratio "${hit_args[@]}" --path "$seg_hit"
 run demo "$B"/tools/semcache-demo --path "$seg_demo"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
@@ -216,6 +222,7 @@ def collect(name, prog):
 exact = collect("exact", "bench_exact")
 scan = collect("scan", "bench_scan")
 redis = collect("redis", "bench_redis")
+hit = collect("hitratio", "bench_hitratio")
 
 # The demo prints text, not JSON: take its figures from the report lines.
 demo_out = slurp("demo", "out")
@@ -404,6 +411,24 @@ row("two-stage scan (%s)" % what, q_two, f_rate(q_two, "queries/s"),
 row("two-stage recall@1", ts_rec, f_plain(ts_rec),
     "exact float scan's best row", 1.0 if scan else None, "1.000" if scan else None)
 
+hk, hr = num(hit, "keys"), num(hit, "requests")
+section("eviction: hit ratio, get + put on a miss (bench_hitratio: %s keys, %s requests per run, "
+        "cache = 1%% / 10%% of the keys)%s"
+        % ("%d" % hk if hk else "?", "%d" % hr if hr else "?",
+           "" if hit else " - " + reason("bench_hitratio")))
+for tr, what in (("zipf", "Zipf 0.99"), ("scan", "scan + 5% hot set")):
+    for pct in ("1", "10"):
+        v = num(hit, "traces", tr, pct + "pct", "semcache")
+        if v is not None and v < 0:
+            v = None  # the run failed: the JSON carries -1
+        lru = num(hit, "traces", tr, pct + "pct", "lru")
+        sieve = num(hit, "traces", tr, pct + "pct", "sieve")
+        clk = num(hit, "traces", tr, pct + "pct", "clock_sim")
+        row("hit ratio, %s, cache %s%%" % (what, pct), v, f_plain(v),
+            "exact LRU, same requests", lru, f_plain(lru))
+        also("SIEVE, same requests", sieve, f_plain(sieve), v)
+        also("textbook CLOCK, same requests", clk, f_plain(clk), v)
+
 section("prefork demo (semcache-demo: %s workers, %s requests, model calls slept x %s)%s"
         % (demo.get("workers", "?"), demo.get("requests", "?"),
            "%g" % demo["time_scale"] if "time_scale" in demo else "?",
@@ -462,7 +487,8 @@ if json_out:
                             "load_before": load0, "load_after": load1},
                 "source": source, "buildtype": buildtype,
                 "bench_exact": exact or None, "bench_scan": scan or None,
-                "bench_redis": redis or None, "demo": demo or None,
+                "bench_redis": redis or None, "bench_hitratio": hit or None,
+                "demo": demo or None,
                 "rows": [r for r in rows], "failed": [list(f) for f in failed]}
     tmp = json_out + ".tmp"
     with open(tmp, "w") as f:

@@ -163,50 +163,6 @@ static void count(semcache *c, _Atomic uint64_t *field)
 }
 #define COUNT(c, f) do { if ((c)->seg.me) count((c), &(c)->seg.me->c.f); } while (0)
 
-/*
- * CLOCK: sweep from the hand, clearing reference words, and take the first
- * empty or dead slot; a live unreferenced one is taken only if no empty or
- * dead one shows up within a short look-ahead ("expired first where
- * cheap").  Two full turns always find one (references get cleared).
- * When the caller needs payload blocks rather than a slot (for_blocks),
- * empty slots are passed over: they hold no blocks to give back.
- */
-static uint32_t clock_victim(semcache *c, uint32_t exclude, int64_t now, bool for_blocks)
-{
-	struct sc_header *h = c->hdr;
-	uint32_t hand = atomic_load_explicit(&h->clock_hand, memory_order_relaxed) % c->slots;
-	uint32_t candidate = SC_NIL, lookahead = 0;
-
-	for (uint64_t i = 0; i < 2ull * c->slots + 1; i++) {
-		uint32_t s = hand;
-		hand = hand + 1 == c->slots ? 0 : hand + 1;
-		if (s == exclude)
-			continue;
-		struct sc_slot *sl = &c->slot[s];
-		if (!(sl->flags & SC_SLOT_USED)) {
-			if (for_blocks)
-				continue;
-			candidate = s;
-			break;
-		}
-		if (sc_slot_dead(sl, now)) {
-			candidate = s;
-			break;
-		}
-		if (candidate != SC_NIL) {
-			if (++lookahead >= 16)
-				break;
-			continue;
-		}
-		if (atomic_load_explicit(&sl->ref, memory_order_relaxed))
-			atomic_store_explicit(&sl->ref, 0, memory_order_relaxed);
-		else
-			candidate = s;
-	}
-	atomic_store_explicit(&h->clock_hand, hand, memory_order_relaxed);
-	return candidate;
-}
-
 static void evict_slot(semcache *c, uint32_t s, int64_t now)
 {
 	struct sc_slot *sl = &c->slot[s];
@@ -251,7 +207,7 @@ static int ensure_blocks(semcache *c, uint32_t need, uint32_t exclude, int64_t n
 		}
 		if (!can_evict)
 			return SEMCACHE_EFULL;
-		uint32_t v = clock_victim(c, exclude, now, true);
+		uint32_t v = sc_clock_victim(c, exclude, now, true);
 		if (v == SC_NIL)
 			return SEMCACHE_EFULL;
 		evict_slot(c, v, now);
@@ -361,7 +317,7 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 
 	bool fresh = s == SC_NIL;
 	if (fresh) {
-		s = clock_victim(c, SC_NIL, now, false);
+		s = sc_clock_victim(c, SC_NIL, now, false);
 		if (s == SC_NIL) {
 			sc_arena_retire(c, head, need);
 			rc = SEMCACHE_EFULL;

@@ -4,10 +4,11 @@
  * Buckets are one cache line of SC_WAYS 64-bit entries, (tag << 32) |
  * (slot + 1), 0 meaning empty.  The bucket and the 32-bit tag both come
  * from SipHash of the key digest under the segment's secret, so collisions
- * cannot be aimed.  This is a cache: a full bucket evicts its least useful
- * entry (expired first, then one not referenced since the CLOCK hand last
- * passed, then the oldest), it never chains.  A tag match is only a hint:
- * readers confirm the full digest in the slot under its sequence word.
+ * cannot be aimed.  This is a cache: a full bucket evicts the entry that
+ * CLOCK would evict first (dead first; sc_clock_rank in evict.c), so an
+ * overflow never overrides the eviction order; it never chains.  A tag
+ * match is only a hint: readers confirm the full digest in the slot under
+ * its sequence word.
  *
  * Entries are written only under the writer mutex, with release stores
  * after the slot they point to is complete; readers load them with
@@ -51,43 +52,30 @@ uint32_t sc_index_find_w(semcache *c, const sc_hkey *k)
 	return SC_NIL;
 }
 
-/* Lower is a better victim. */
-static int entry_worth(semcache *c, uint64_t e, int64_t now)
-{
-	uint32_t s = (uint32_t)e - 1;
-	if (s >= c->slots)
-		return 0;
-	struct sc_slot *sl = &c->slot[s];
-	if (!(sl->flags & SC_SLOT_USED) || sc_slot_dead(sl, now))
-		return 0;
-	if (!atomic_load_explicit(&sl->ref, memory_order_relaxed))
-		return 1;
-	return 2;
-}
-
 int sc_index_insert(semcache *c, const sc_hkey *k, uint32_t slot)
 {
 	uint32_t bi = sc_index_bucket(c, k->h);
 	struct sc_bucket *b = &c->index[bi];
 	uint32_t victim = 0;
-	int best = 3;
+	uint64_t best = UINT64_MAX;
+	bool full = true;
 	int64_t now = sc_now(c);
 
 	for (uint32_t w = 0; w < SC_WAYS; w++) {
 		uint64_t e = atomic_load_explicit(&b->e[w], memory_order_relaxed);
 		if (!e) {
 			victim = w;
-			best = -1;
+			full = false;
 			break;
 		}
-		int worth = entry_worth(c, e, now);
-		if (worth < best) {
-			best = worth;
+		uint64_t rank = sc_clock_rank(c, (uint32_t)e - 1, now);
+		if (rank < best) {
+			best = rank;
 			victim = w;
 		}
 	}
-	if (best >= 0) {
-		/* Bucket full: the least useful entry goes, with its slot. */
+	if (full) {
+		/* Bucket full: CLOCK's next victim among the ways goes, with its slot. */
 		uint64_t e = atomic_load_explicit(&b->e[victim], memory_order_relaxed);
 		uint32_t s = (uint32_t)e - 1;
 		atomic_store_explicit(&b->e[victim], 0, memory_order_release);

@@ -120,6 +120,14 @@ uint32_t sc_index_find_w(semcache *c, const sc_hkey *k);      /* under wlock */
 int sc_index_insert(semcache *c, const sc_hkey *k, uint32_t slot); /* under wlock */
 void sc_index_remove(semcache *c, uint32_t slot);                /* under wlock */
 
+/* ---- core/evict.c: CLOCK (under wlock) ---- */
+/* The next victim from the hand, which it advances: a slot for a new entry,
+ * or (for_blocks) an entry whose payload blocks are wanted; never `exclude`.
+ * The caller evicts it.  SC_NIL if no slot qualifies. */
+uint32_t sc_clock_victim(semcache *c, uint32_t exclude, int64_t now, bool for_blocks);
+/* CLOCK's eviction order of slot s from the hand now: lower goes first. */
+uint64_t sc_clock_rank(const semcache *c, uint32_t s, int64_t now);
+
 /* ---- core/cache.c ---- */
 void sc_slot_clear(semcache *c, uint32_t s);   /* under wlock: retire, unindex, empty */
 bool sc_slot_dead(const struct sc_slot *s, int64_t now);
