@@ -142,11 +142,11 @@ void sc_slot_clear(semcache *c, uint32_t s)
 	 * shm/layout.h), so a writer killed here hides nothing live. */
 	sc_slot_begin(sl);
 	sc_index_remove(c, s);
-	uint32_t head = sl->head, n = sl->nblocks;
-	sl->flags = 0;
-	sl->head = SC_NIL;
-	sl->len = 0;
-	sl->nblocks = 0;
+	uint32_t head = SC_GET(sl->head), n = SC_GET(sl->nblocks);
+	SC_SET(sl->flags, 0);
+	SC_SET(sl->head, SC_NIL);
+	SC_SET(sl->len, 0);
+	SC_SET(sl->nblocks, 0);
 	if (c->dim)
 		meta_set(c, s, 0, 0);
 	atomic_store_explicit(&c->slot[s].hits, 0, memory_order_relaxed);
@@ -326,28 +326,29 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 		evict_slot(c, s, now);
 	}
 	struct sc_slot *sl = &c->slot[s];
-	uint32_t old_head = sl->head, old_n = sl->nblocks;
-	bool keep_row = !fresh && !a->embedding && (sl->flags & SC_SLOT_EMB);
+	uint32_t old_head = SC_GET(sl->head), old_n = SC_GET(sl->nblocks);
+	bool keep_row = !fresh && !a->embedding && (SC_GET(sl->flags) & SC_SLOT_EMB);
+	uint32_t flags = SC_SLOT_USED | SC_SLOT_DIRTY | ((a->embedding || keep_row) ? SC_SLOT_EMB : 0);
+	int64_t sem_exp = deadline(now, sttl);
 
 	sc_slot_begin(sl);
 	if (c->dim)
 		__atomic_store_n(&c->meta[s].sem_expiry_ms, 0, __ATOMIC_RELAXED);
 	memcpy(sl->digest, digest, 32);
-	sl->scope_tag = tag;
-	sl->ns_hash = nsh;
-	sl->created_ms = now;
-	sl->exact_exp_ms = deadline(now, ettl);
-	sl->sem_exp_ms = deadline(now, sttl);
-	sl->head = head;
-	sl->len = len;
-	sl->nblocks = need;
-	sl->checksum = csum;
-	sl->flags = SC_SLOT_USED | SC_SLOT_DIRTY |
-	            ((a->embedding || keep_row) ? SC_SLOT_EMB : 0);
+	SC_SET(sl->scope_tag, tag);
+	SC_SET(sl->ns_hash, nsh);
+	SC_SET(sl->created_ms, now);
+	SC_SET(sl->exact_exp_ms, deadline(now, ettl));
+	SC_SET(sl->sem_exp_ms, sem_exp);
+	SC_SET(sl->head, head);
+	SC_SET(sl->len, len);
+	SC_SET(sl->nblocks, need);
+	SC_SET(sl->checksum, csum);
+	SC_SET(sl->flags, flags);
 	if (a->embedding)
 		write_row(c, s, t->emb, t->qbuf, qscale);
-	if (sl->flags & SC_SLOT_EMB)
-		meta_set(c, s, tag, sl->sem_exp_ms);
+	if (flags & SC_SLOT_EMB)
+		meta_set(c, s, tag, sem_exp);
 	else if (c->dim)
 		meta_set(c, s, 0, 0);
 	if (fresh) {
@@ -472,14 +473,16 @@ static int touch_entry(semcache *c, const uint8_t digest[32], const sc_hkey *hk)
 	if (s != SC_NIL && memcmp(c->slot[s].digest, digest, 32) == 0) {
 		struct sc_slot *sl = &c->slot[s];
 		int64_t now = sc_now(c);
-		int64_t ettl = sl->exact_exp_ms - sl->created_ms;
-		int64_t sttl = sl->sem_exp_ms - sl->created_ms;
+		int64_t created = SC_GET(sl->created_ms);
+		int64_t ettl = SC_GET(sl->exact_exp_ms) - created;
+		int64_t sttl = SC_GET(sl->sem_exp_ms) - created;
+		int64_t sem_exp = deadline(now, sttl > 0 ? sttl : c->semantic_ttl_ms);
 		sc_slot_begin(sl);
-		sl->exact_exp_ms = deadline(now, ettl > 0 ? ettl : c->exact_ttl_ms);
-		sl->sem_exp_ms = deadline(now, sttl > 0 ? sttl : c->semantic_ttl_ms);
-		sl->created_ms = now;
-		if (sl->flags & SC_SLOT_EMB)
-			meta_set(c, s, sl->scope_tag, sl->sem_exp_ms);
+		SC_SET(sl->exact_exp_ms, deadline(now, ettl > 0 ? ettl : c->exact_ttl_ms));
+		SC_SET(sl->sem_exp_ms, sem_exp);
+		SC_SET(sl->created_ms, now);
+		if (SC_GET(sl->flags) & SC_SLOT_EMB)
+			meta_set(c, s, SC_GET(sl->scope_tag), sem_exp);
 		sc_slot_end(sl);
 	}
 	sc_wunlock(c);
@@ -1026,12 +1029,16 @@ int semcache_invalidate(semcache *c, const char *ns, const char *prefix, uint64_
 		if (ns && sl->ns_hash != nsh)
 			continue;
 		if (ns || prefix) {
-			/* Confirm with the record itself (the hash only filters). */
+			/* Confirm with the record itself (the hash only filters).
+			 * Each shared field is read once: a peer flipping them can
+			 * only make the check fail. */
 			sc_ids ids;
-			if (sl->len == 0 || sl->len > c->max_payload ||
-			    !grow((void **)&t->rbuf, &t->rcap, sl->len) ||
-			    sc_arena_read(c, sl->head, sl->nblocks, t->rbuf, sl->len) < 0 ||
-			    sc_codec_peek_ids(t->rbuf, sl->len, &ids) < 0)
+			uint32_t len = __atomic_load_n(&sl->len, __ATOMIC_RELAXED);
+			uint32_t head = __atomic_load_n(&sl->head, __ATOMIC_RELAXED);
+			uint32_t nb = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
+			if (len == 0 || len > c->max_payload || !grow((void **)&t->rbuf, &t->rcap, len) ||
+			    sc_arena_read(c, head, nb, t->rbuf, len) < 0 ||
+			    sc_codec_peek_ids(t->rbuf, len, &ids) < 0)
 				continue; /* unreadable: verify reports it, repair drops it */
 			if (ns && (ids.ns_len != ns_len || memcmp(ids.ns, ns, ns_len) != 0))
 				continue;

@@ -18,12 +18,14 @@ static const char *const own[] = {
 	[5]  = "options contradict the segment's stored geometry",
 	[6]  = "segment is corrupt or inconsistent",
 	[7]  = "malformed or oversized response record",
-	[8]  = "process table is full",
+	[8]  = "process table is full (or this handle holds no process record)",
 	[9]  = "embedding dimension differs from the segment's",
 	[10] = "embedding has NaN/Inf values or zero norm",
 	[11] = "segment was created without embeddings",
 	[12] = "no room: the remaining space is held by readers",
-	[13] = "too many retries against concurrent writers",
+	[13] = "busy: the writer lock was held by a live process too long, or too many retries",
+	[14] = "unsafe segment file: a symbolic link, not a regular file, another user's, "
+	       "or readable or writable beyond the mode asked for",
 };
 
 const char *semcache_strerror(int err)

@@ -23,6 +23,12 @@
 #include "scan.h"
 #include "codec.h"
 
+/* Slot fields readers copy under the seqlock are written and read as
+ * relaxed atomics: each access is one load or store, never torn or
+ * re-read by the compiler, and race detectors see the intent. */
+#define SC_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define SC_GET(field)    __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
 #define SC_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define SC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 

@@ -72,8 +72,12 @@ extern "C" {
 #define SEMCACHE_EEMBEDDING   (-30010) /* embedding has NaN/Inf or zero norm */
 #define SEMCACHE_ENOSEMANTIC  (-30011) /* segment was created without embeddings (dim 0) */
 #define SEMCACHE_EFULL        (-30012) /* no room: remaining space is held by readers */
-#define SEMCACHE_EBUSY        (-30013) /* retried too often against concurrent writers */
-#define SEMCACHE_ELAST        (-30013)
+#define SEMCACHE_EBUSY        (-30013) /* the writer lock was held by a live process for 30 s,
+                                        * or retried too often against concurrent writers */
+#define SEMCACHE_EUNSAFE      (-30014) /* segment file refused: a symbolic link, not a regular
+                                        * file, owned by another user, or with permission bits
+                                        * broader than asked */
+#define SEMCACHE_ELAST        (-30014)
 
 /* Name any return code: never NULL, static storage. */
 SEMCACHE_API const char *semcache_strerror(int err);

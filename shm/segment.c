@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -328,32 +329,6 @@ static int attach_segment(struct sc_seg *s, const semcache_options *o, off_t fsi
 	return 0;
 }
 
-/* A creator that died before publishing magic leaves either an all-zero
- * header or one with our version words set and magic still 0.  Anything
- * else is not ours to overwrite. */
-static bool abandoned_creation(int fd, off_t size)
-{
-	if (size == 0)
-		return true;
-	if (size < (off_t)SC_HDR_SIZE)
-		return false;
-	uint8_t probe[SC_HDR_SIZE];
-	if (pread(fd, probe, sizeof probe, 0) != (ssize_t)sizeof probe)
-		return false;
-	uint64_t magic;
-	uint32_t words[2];
-	memcpy(&magic, probe, 8);
-	memcpy(words, probe + 8, sizeof words);
-	if (magic != 0)
-		return false;
-	if (words[0] == SC_LAYOUT_VERSION && words[1] == SC_HDR_SIZE)
-		return true;
-	for (size_t i = 0; i < sizeof probe; i++)
-		if (probe[i])
-			return false;
-	return true;
-}
-
 static void seg_free(struct sc_seg *s)
 {
 	unmap_file(s);
@@ -367,10 +342,101 @@ static void seg_free(struct sc_seg *s)
 	pthread_mutex_destroy(&s->wmu);
 }
 
+/* Is gid the caller's effective or a supplementary group? */
+static bool in_our_groups(gid_t gid)
+{
+	if (gid == getegid())
+		return true;
+	gid_t groups[256];
+	int n = getgroups(256, groups);
+	for (int i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/*
+ * Whoever can write the file can forge entries, and whoever can read it can
+ * read every cached answer: refuse a file someone else planted or can
+ * reach.  It must be a regular file owned by our effective uid with no
+ * permission bits beyond 0600 (0660 with SEMCACHE_OPEN_GROUP).  With
+ * SEMCACHE_OPEN_GROUP, a file of another user is accepted when its group
+ * is one of ours and it gives others nothing: sharing with the group is
+ * what the caller asked for.
+ */
+static int check_file(const struct stat *st, uint32_t flags)
+{
+	bool group = flags & SEMCACHE_OPEN_GROUP;
+	mode_t allowed = group ? 0660 : 0600;
+	if (!S_ISREG(st->st_mode))
+		return SEMCACHE_EUNSAFE;
+	if ((st->st_mode & 07777) & ~allowed)
+		return SEMCACHE_EUNSAFE;
+	if (st->st_uid != geteuid() && !(group && in_our_groups(st->st_gid)))
+		return SEMCACHE_EUNSAFE;
+	return 0;
+}
+
+static int open_existing(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ELOOP ? SEMCACHE_EUNSAFE : -errno; /* ELOOP: a symlink */
+	return fd;
+}
+
+/*
+ * A new segment is built in a temporary file of an unpredictable name beside
+ * the path (mkostemp: O_EXCL, so nothing planted there is followed), and
+ * link()ed into place once complete: the path never names a half-made
+ * segment, and link(), unlike rename(), fails rather than replace a
+ * segment another process put there meanwhile (-EEXIST: attach to theirs).
+ * The temporary name is unlinked in every case.
+ */
+static int create_new(struct sc_seg *s, const char *path, const semcache_options *co)
+{
+	size_t len = strlen(path) + 16;
+	char *tmp = malloc(len);
+	int rc;
+	if (!tmp)
+		return -ENOMEM;
+	snprintf(tmp, len, "%s.new-XXXXXX", path);
+	s->fd = mkostemp(tmp, O_CLOEXEC);
+	if (s->fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	/* the mode exactly as asked, whatever the umask */
+	if (fchmod(s->fd, (co->flags & SEMCACHE_OPEN_GROUP) ? 0660 : 0600) < 0 ||
+	    flock(s->fd, LOCK_EX) < 0) {
+		rc = -errno;
+		goto drop;
+	}
+	if ((rc = create_segment(s, co)) < 0)
+		goto drop;
+	if (link(tmp, path) < 0) {
+		rc = -errno;
+		goto drop;
+	}
+	unlink(tmp);
+	rc = 0;
+	goto out;
+drop:
+	unlink(tmp);
+	unmap_file(s);
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+out:
+	free(tmp);
+	return rc;
+}
+
 int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts,
                 const semcache_options *co)
 {
 	int rc = 0, excl = 0;
+	bool may_create = !(co->flags & SEMCACHE_OPEN_NOCREATE);
 
 	memset(s, 0, sizeof *s);
 	s->fd = -1;
@@ -381,20 +447,39 @@ int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts
 		goto fail;
 	}
 
-	int oflags = O_RDWR | O_CLOEXEC | O_NOFOLLOW;
-	if (!(co->flags & SEMCACHE_OPEN_NOCREATE))
-		oflags |= O_CREAT;
-	if (co->flags & SEMCACHE_OPEN_EXCL)
-		oflags |= O_EXCL;
-	mode_t mode = (co->flags & SEMCACHE_OPEN_GROUP) ? 0660 : 0600;
-	s->fd = open(path, oflags, mode);
-	if (s->fd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-
 	for (int attempt = 0;; attempt++) {
+		if (attempt > 200) {
+			rc = SEMCACHE_EBUSY;
+			goto fail;
+		}
+		s->fd = open_existing(path);
+		if (s->fd == -ENOENT && may_create) {
+			s->fd = -1;
+			rc = create_new(s, path, co);
+			if (rc == -EEXIST && !(co->flags & SEMCACHE_OPEN_EXCL))
+				continue; /* another process's segment arrived first */
+			if (rc < 0)
+				goto fail;
+			excl = 1;
+			s->lone = false;
+			break;
+		}
+		if (s->fd < 0) {
+			rc = s->fd;
+			s->fd = -1;
+			goto fail;
+		}
+		if (co->flags & SEMCACHE_OPEN_EXCL) {
+			rc = -EEXIST;
+			goto fail;
+		}
 		struct stat st;
+		if (fstat(s->fd, &st) < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		if ((rc = check_file(&st, co->flags)) < 0)
+			goto fail;
 		if (flock(s->fd, LOCK_EX | LOCK_NB) == 0) {
 			excl = 1;
 		} else if (errno == EWOULDBLOCK) {
@@ -407,63 +492,54 @@ int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts
 			rc = -errno;
 			goto fail;
 		}
+		/* While we waited for the lock, the file may have been removed
+		 * (destroy) and perhaps replaced: attaching to an unlinked inode
+		 * would split the cache in two.  Start over. */
+		struct stat pst;
+		if (fstat(s->fd, &st) < 0 || st.st_nlink == 0 || lstat(path, &pst) < 0 ||
+		    pst.st_ino != st.st_ino || pst.st_dev != st.st_dev) {
+			close(s->fd);
+			s->fd = -1;
+			continue;
+		}
+		if (st.st_size == 0) {
+			/* An empty file of ours (created by hand, or by an older
+			 * creator that died before writing anything): nothing to
+			 * lose, so it is laid out in place, unless NOCREATE. */
+			if (!may_create) {
+				rc = SEMCACHE_ENOTSEMCACHE;
+				goto fail;
+			}
+			if (!excl) {
+				/* someone else holds it: they may be laying it out */
+				close(s->fd);
+				s->fd = -1;
+				usleep(5000);
+				continue;
+			}
+			if ((rc = create_segment(s, co)) < 0)
+				goto fail;
+			s->dev = st.st_dev;
+			s->ino = st.st_ino;
+			break;
+		}
+		/* Anything else must be a valid segment: a file that is not one is
+		 * never truncated or overwritten. */
+		if ((rc = attach_segment(s, opts, st.st_size)) < 0)
+			goto fail;
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
+		s->lone = excl;
+		break;
+	}
+	if (!s->ino) {
+		struct stat st;
 		if (fstat(s->fd, &st) < 0) {
 			rc = -errno;
 			goto fail;
 		}
-		/* While we waited for the lock, the file may have been removed
-		 * (destroy, a failed creator) and perhaps replaced: attaching to an
-		 * unlinked inode would split the cache in two.  Start over. */
-		struct stat pst;
-		if (st.st_nlink == 0 || lstat(path, &pst) < 0 || pst.st_ino != st.st_ino ||
-		    pst.st_dev != st.st_dev) {
-			flock(s->fd, LOCK_UN);
-			close(s->fd);
-			s->fd = open(path, oflags, mode);
-			if (s->fd < 0 || attempt > 200) {
-				rc = s->fd < 0 ? -errno : SEMCACHE_EBUSY;
-				goto fail;
-			}
-			continue;
-		}
 		s->dev = st.st_dev;
 		s->ino = st.st_ino;
-		bool blank = abandoned_creation(s->fd, st.st_size);
-		if (blank && (co->flags & SEMCACHE_OPEN_NOCREATE)) {
-			/* An empty or abandoned file is not a segment yet, and
-			 * NOCREATE means we never make one. */
-			rc = SEMCACHE_ENOTSEMCACHE;
-			goto fail;
-		}
-		if (blank) {
-			if (!excl) {
-				/* Someone else holds the file and it is still blank:
-				 * they are creating it; wait and look again. */
-				flock(s->fd, LOCK_UN);
-				if (attempt > 200) {
-					rc = SEMCACHE_ENOTSEMCACHE;
-					goto fail;
-				}
-				usleep(5000);
-				continue;
-			}
-			rc = create_segment(s, co);
-			if (rc < 0) {
-				unmap_file(s);
-				struct stat now_st;
-				if (st.st_size == 0 && ftruncate(s->fd, 0) == 0 && (oflags & O_CREAT) &&
-				    lstat(path, &now_st) == 0 && now_st.st_ino == st.st_ino &&
-				    now_st.st_dev == st.st_dev)
-					unlink(path); /* do not leave a broken file behind (ours only) */
-				goto fail;
-			}
-			break;
-		}
-		rc = attach_segment(s, opts, st.st_size);
-		if (rc < 0)
-			goto fail;
-		s->lone = excl;
-		break;
 	}
 	if (excl && flock(s->fd, LOCK_SH) < 0) {
 		rc = -errno;
@@ -504,9 +580,9 @@ void sc_seg_fork_child(struct sc_seg *s)
 
 int sc_seg_reattach(struct sc_seg *s)
 {
-	int fd = open(s->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open_existing(s->path);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
 		/* the path names another file now: this mapping's segment is gone */
@@ -526,9 +602,9 @@ int sc_seg_reattach(struct sc_seg *s)
 int sc_seg_destroy(const char *path, int force)
 {
 	int rc = 0;
-	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open_existing(path);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (!force && flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		goto out;

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -985,7 +986,12 @@ static int replace_segment(const semcache_options *so, semcache **c)
 		msg("%s", semcache_strerror(-ENOMEM));
 		return RC_RUNTIME;
 	}
-	snprintf(tmp, len, "%s.new.%ld", g_path, (long)getpid());
+	/* an unpredictable name: nothing another user planted is reused (and
+	 * the library refuses a symlink there anyway) */
+	uint64_t r = 0;
+	if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+		r = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
+	snprintf(tmp, len, "%s.new.%016llx", g_path, (unsigned long long)r);
 	if ((rc = create_at(tmp, so, c)))
 		goto out;
 	semcache_close(*c);

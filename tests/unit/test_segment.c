@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -217,21 +218,138 @@ Test(segment, racing_creators_get_one_segment)
 	semcache_close(c);
 }
 
-Test(segment, abandoned_creation_is_laid_out_again)
+Test(segment, a_file_that_is_not_a_segment_is_never_overwritten)
 {
-	/* a creator that died after writing its version words, before magic */
+	/* zeros (what an older creator that died left behind, or anyone's
+	 * file) are not ours to take: refused, and left as they were */
 	char hdr[SC_HDR_SIZE];
 	memset(hdr, 0, sizeof hdr);
-	uint32_t words[2] = { SC_LAYOUT_VERSION, SC_HDR_SIZE };
-	memcpy(hdr + 8, words, sizeof words);
 	int fd = open(path, O_RDWR | O_CREAT, 0600);
 	cr_assert_eq(write(fd, hdr, sizeof hdr), (ssize_t)sizeof hdr);
+	close(fd);
+	semcache *c;
+	semcache_options o = test_options(64, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_ENOTSEMCACHE);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_size, SC_HDR_SIZE);
+}
+
+Test(segment, an_empty_file_of_ours_is_laid_out)
+{
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
 	close(fd);
 	semcache *c;
 	semcache_options o = test_options(64, 4);
 	cr_assert_eq(semcache_open(path, &o, &c), 0);
 	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
 	semcache_close(c);
+}
+
+Test(segment, creation_leaves_no_temporary_file_behind)
+{
+	make_segment();
+	char *dir = strdup(path), *slash = strrchr(dir, '/');
+	*slash = 0;
+	const char *base = slash + 1;
+	DIR *d = opendir(dir);
+	cr_assert_not_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)))
+		cr_assert(strncmp(e->d_name, base, strlen(base)) != 0 || !strcmp(e->d_name, base),
+		          "left behind: %s", e->d_name);
+	closedir(d);
+	free(dir);
+}
+
+Test(segment, a_symlink_at_the_path_is_refused_and_its_target_untouched)
+{
+	char target[300];
+	snprintf(target, sizeof target, "%s.target", path);
+	int fd = open(target, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	char bytes[4134];
+	memset(bytes, 'x', sizeof bytes);
+	cr_assert_eq(write(fd, bytes, sizeof bytes), (ssize_t)sizeof bytes);
+	close(fd);
+	cr_assert_eq(symlink(target, path), 0);
+	semcache *c = NULL;
+	semcache_options o = test_options(64, 4);
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EUNSAFE);
+	cr_assert_eq(semcache_destroy(path, 1), SEMCACHE_EUNSAFE);
+	struct stat st;
+	cr_assert_eq(stat(target, &st), 0);
+	cr_assert_eq(st.st_size, sizeof bytes, "the symlink's target was changed");
+	unlink(target);
+}
+
+/* A valid segment at path, then given to uid/gid with mode. */
+static void segment_owned_by(uid_t uid, gid_t gid, mode_t mode)
+{
+	unlink(path);
+	make_segment();
+	cr_assert_eq(chown(path, uid, gid), 0);
+	cr_assert_eq(chmod(path, mode), 0);
+}
+
+Test(segment, a_file_of_another_user_is_refused)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a file to another user (CI runs as root)");
+	/* planted by another user, readable by all: adopting it would let
+	 * them read every cached answer */
+	segment_owned_by(12345, 12345, 0666);
+	cr_assert_eq(open_plain(), SEMCACHE_EUNSAFE);
+	segment_owned_by(12345, 12345, 0600);
+	cr_assert_eq(open_plain(), SEMCACHE_EUNSAFE);
+}
+
+Test(segment, permission_bits_broader_than_asked_are_refused)
+{
+	segment_owned_by(geteuid(), getegid(), 0644);
+	cr_assert_eq(open_plain(), SEMCACHE_EUNSAFE);
+	segment_owned_by(geteuid(), getegid(), 0660);
+	cr_assert_eq(open_plain(), SEMCACHE_EUNSAFE, "0660 without SEMCACHE_OPEN_GROUP");
+	semcache *c;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.flags = SEMCACHE_OPEN_GROUP;
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	semcache_close(c);
+}
+
+Test(segment, group_flag_accepts_a_group_members_file_and_nothing_wider)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a file to another user (CI runs as root)");
+	semcache *c;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.flags = SEMCACHE_OPEN_GROUP;
+	segment_owned_by(12345, getegid(), 0660);
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	semcache_close(c);
+	segment_owned_by(12345, 12345, 0660); /* not our group */
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EUNSAFE);
+	segment_owned_by(12345, getegid(), 0664); /* others may read */
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EUNSAFE);
+}
+
+Test(segment, another_user_cannot_open_a_private_segment)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to switch users (CI runs as root)");
+	make_segment();
+	pid_t p = fork();
+	if (p == 0) {
+		if (setresgid(12345, 12345, 12345) < 0 || setresuid(12345, 12345, 12345) < 0)
+			_exit(2);
+		semcache *c;
+		int rc = semcache_open(path, NULL, &c);
+		_exit(rc == -EACCES ? 0 : 1);
+	}
+	int st;
+	waitpid(p, &st, 0);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "another uid opened a 0600 segment");
 }
 
 Test(segment, destroy_refuses_while_attached)
