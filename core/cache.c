@@ -595,86 +595,93 @@ int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
 /* ------------------------------------------------------------------------
  * Zero-copy get
  *
- * The reference pins the entry's blocks through this process's read-side
- * section: entered before the slot is read, so if the writer retires the
- * blocks afterwards it sees the section and keeps them in limbo until
- * semcache_release().  The content's byte range is found by parsing a short
- * prefix of the record (the identity and the content string header come
- * first); iovecs then point straight into the blocks, adjacent blocks
- * merged.  A record whose content header lies beyond the prefix (a huge
- * namespace or key) is copied instead, into memory the reference owns.
+ * The reference pins its entry's chain with a hazard word (shm/proc.c):
+ * published, then the slot re-checked, so a writer that retires the chain
+ * afterwards keeps it in limbo until semcache_release().  The content's
+ * byte range is found by parsing a short prefix of the record (the identity
+ * and the content string header come first), the whole payload's checksum
+ * is verified in place, and the iovecs point into the read-only mapping of
+ * the arena, adjacent blocks merged.  A record whose content header lies
+ * beyond the prefix (a huge namespace or key), whose content spans more
+ * than SEMCACHE_REF_IOV runs of blocks, or a reference taken while every
+ * hazard word of this process is in use, gets a private copy instead.
+ * The iovecs live inside the reference (no pointer into itself), so it may
+ * be copied or returned by value.
  * ---------------------------------------------------------------------- */
 #define SC_REF_PREFIX 4096u
+enum { READ_TOO_MANY_RUNS = 5 };
 
-static int ref_push(semcache_ref *ref, size_t *cap, uint8_t *p, size_t n)
-{
-	struct iovec *v = ref->heap_iov_ ? ref->heap_iov_ : ref->inline_iov_;
-	int k = ref->iovcnt;
-	if (k > 0 && (uint8_t *)v[k - 1].iov_base + v[k - 1].iov_len == p) {
-		v[k - 1].iov_len += n;
-		return 0;
-	}
-	if ((size_t)k == *cap) {
-		size_t ncap = *cap * 4;
-		struct iovec *nv = malloc(ncap * sizeof *nv);
-		if (!nv)
-			return -ENOMEM;
-		memcpy(nv, v, (size_t)k * sizeof *nv);
-		free(ref->heap_iov_);
-		ref->heap_iov_ = nv;
-		v = nv;
-		*cap = ncap;
-	}
-	v[k].iov_base = p;
-	v[k].iov_len = n;
-	ref->iovcnt = k + 1;
-	return 0;
-}
-
-/* iovecs over record bytes [off, off + clen) of the chain at head. */
+/* iovecs over record bytes [off, off + clen) of the chain at head, in the
+ * read-only mapping. */
 static int ref_build(semcache *c, uint32_t head, uint32_t nb, size_t off, size_t clen,
                      semcache_ref *ref)
 {
-	size_t cap = SEMCACHE_REF_INLINE_IOV, pos = 0, end = off + clen, got = 0;
+	size_t pos = 0, end = off + clen, got = 0;
 	uint32_t b = head;
+	int k = 0;
 	for (uint32_t i = 0; i < nb && pos < end; i++) {
 		if (b >= c->nblocks)
 			return READ_BAD;
 		size_t lo = pos > off ? pos : off, hi = pos + c->block_size < end ? pos + c->block_size : end;
 		if (lo < hi) {
-			if (ref_push(ref, &cap, sc_block(c, b) + (lo - pos), hi - lo) < 0)
-				return -ENOMEM;
+			const uint8_t *p = c->ro_arena + ((size_t)b << c->block_shift) + (lo - pos);
+			if (k > 0 && (const uint8_t *)ref->iov[k - 1].iov_base + ref->iov[k - 1].iov_len == p) {
+				ref->iov[k - 1].iov_len += hi - lo;
+			} else {
+				if (k == SEMCACHE_REF_IOV)
+					return READ_TOO_MANY_RUNS;
+				ref->iov[k].iov_base = (void *)p;
+				ref->iov[k].iov_len = hi - lo;
+				k++;
+			}
 			got += hi - lo;
 		}
 		pos += c->block_size;
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 	}
+	ref->iovcnt = k;
 	return got == clen ? READ_OK : READ_BAD;
+}
+
+/* The checksum of the chain's len bytes, read in place. */
+static bool chain_checksum_ok(semcache *c, uint32_t head, uint32_t nb, uint32_t len,
+                              uint32_t want)
+{
+	sc_csum st;
+	sc_csum_init(&st, len);
+	uint32_t b = head;
+	for (uint32_t i = 0; i < nb; i++) {
+		if (b >= c->nblocks)
+			return false;
+		const uint8_t *p = c->ro_arena + ((size_t)b << c->block_shift);
+		if (i + 1 == nb)
+			return sc_csum_final(&st, p, len) == want;
+		sc_csum_strides(&st, p, c->block_size);
+		len -= c->block_size;
+		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
+	}
+	return false;
 }
 
 static void ref_reset(semcache_ref *ref)
 {
-	free(ref->heap_iov_);
-	ref->heap_iov_ = NULL;
-	ref->iovcnt = 0;
-	ref->len = 0;
-	ref->iov = ref->inline_iov_;
+	free(ref->owned_);
+	memset(ref, 0, sizeof *ref);
 }
 
-/* Copy the whole record into memory the reference owns (rare fallback). */
+/* Copy the content into memory the reference owns. */
 static int ref_copy(semcache_ref *ref, const uint8_t *rec, size_t off, size_t clen)
 {
-	struct iovec *v = malloc(sizeof *v + clen + 1);
-	if (!v)
+	uint8_t *bytes = malloc(clen + 1);
+	if (!bytes)
 		return -ENOMEM;
-	uint8_t *bytes = (uint8_t *)(v + 1);
 	memcpy(bytes, rec + off, clen);
-	v->iov_base = bytes;
-	v->iov_len = clen;
-	free(ref->heap_iov_);
-	ref->heap_iov_ = v;
+	free(ref->owned_);
+	ref->owned_ = bytes;
+	ref->iov[0].iov_base = bytes;
+	ref->iov[0].iov_len = clen;
 	ref->iovcnt = 1;
-	return 0;
+	return READ_OK;
 }
 
 /* One attempt at slot s: READ_OK with ref filled (and, when pinned, its
@@ -687,13 +694,14 @@ static int ref_slot(semcache *c, struct find *f, uint32_t s, bool pin)
 	uint32_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
 	if (s1 & 1u)
 		return READ_RETRY;
-	uint32_t flags = __atomic_load_n(&sl->flags, __ATOMIC_RELAXED);
+	uint32_t flags = SC_GET(sl->flags);
 	uint8_t d[32];
 	memcpy(d, sl->digest, 32);
-	int64_t exp = __atomic_load_n(&sl->exact_exp_ms, __ATOMIC_RELAXED);
-	uint32_t len = __atomic_load_n(&sl->len, __ATOMIC_RELAXED);
-	uint32_t head = __atomic_load_n(&sl->head, __ATOMIC_RELAXED);
-	uint32_t nb = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
+	int64_t exp = SC_GET(sl->exact_exp_ms);
+	uint32_t len = SC_GET(sl->len);
+	uint32_t head = SC_GET(sl->head);
+	uint32_t nb = SC_GET(sl->nblocks);
+	uint32_t csum = SC_GET(sl->checksum);
 	int r = READ_OK;
 	if (!(flags & SC_SLOT_USED) || memcmp(d, f->digest, 32) != 0 || exp <= f->now)
 		r = READ_EMPTY;
@@ -708,7 +716,7 @@ static int ref_slot(semcache *c, struct find *f, uint32_t s, bool pin)
 	/* Pin the chain: publish its head, then check the slot still names it.
 	 * From then on no writer reuses the chain until the hazard is cleared.
 	 * With every hazard word of this process busy, the content is copied
-	 * instead, into memory the reference owns: it pins nothing. */
+	 * instead: the copy pins nothing. */
 	uint32_t hk = 0, hval = head + 1;
 	bool pinned = false, copy = false;
 	if (pin) {
@@ -753,9 +761,12 @@ static int ref_slot(semcache *c, struct find *f, uint32_t s, bool pin)
 	else if (!ids_equal(ids.ns, ids.ns_len, f->ns) || !ids_equal(ids.key, ids.key_len, f->key))
 		r = READ_EMPTY;
 	else if (copy)
-		r = ref_copy(ref, t->rbuf, off, clen);
-	else
-		r = ref_build(c, head, nb, off, clen, ref);
+		r = sc_checksum(t->rbuf, len) == csum ? ref_copy(ref, t->rbuf, off, clen) : READ_BAD;
+	else if (!chain_checksum_ok(c, head, nb, len, csum))
+		r = READ_BAD; /* a damaged payload is a miss, as for a copying get */
+	else if ((r = ref_build(c, head, nb, off, clen, ref)) == READ_TOO_MANY_RUNS)
+		r = sc_arena_read(c, head, nb, t->rbuf, len) == 0 ? ref_copy(ref, t->rbuf, off, clen)
+		                                                  : READ_BAD;
 	if (r == READ_OK)
 		ref->len = clen;
 	if (r >= 0) {
@@ -770,11 +781,16 @@ out:
 			sc_hazard_clear(&c->seg, hk, hval);
 		return r;
 	}
-	ref->iov = ref->heap_iov_ ? ref->heap_iov_ : ref->inline_iov_;
-	ref->held_ = pinned ? 1 : 2;
-	ref->rec_ = pinned ? c->seg.me_idx : 0;
-	ref->slot_ = hk;
-	ref->owner_ = pinned ? ((uint64_t)c->seg.me_gen << 32) | hval : 0;
+	ref->handle_ = c;
+	if (pinned) {
+		uint64_t ticket = atomic_fetch_add_explicit(&c->ticket_seq, 1, memory_order_relaxed) + 1;
+		atomic_store_explicit(&c->ref_ticket[hk], ticket, memory_order_relaxed);
+		ref->ticket_ = ticket;
+		ref->rec_ = c->seg.me_idx;
+		ref->gen_ = c->seg.me_gen;
+		ref->word_ = hk;
+		ref->pin_ = hval;
+	}
 	return READ_OK;
 }
 
@@ -799,7 +815,6 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 	if (!ref)
 		return -EINVAL;
 	memset(ref, 0, sizeof *ref);
-	ref->iov = ref->inline_iov_;
 	if (!c || !ns || !key)
 		return -EINVAL;
 	if (pin && !c->seg.me)
@@ -829,19 +844,31 @@ int semcache_get_ref(semcache *c, const char *ns, const char *key, semcache_ref 
 	return sc_get_ref(c, ns, key, ref, true);
 }
 
-void semcache_release(semcache *c, semcache_ref *ref)
+int semcache_release(semcache *c, semcache_ref *ref)
 {
 	if (!ref)
-		return;
-	/* Only the record that took the reference clears its hazard word, and
-	 * only while that record still has the generation it had then: a copy
-	 * inherited through fork(), or one released through a handle of
-	 * another process, must not unpin someone else's chain. */
-	if (ref->held_ == 1 && c && c->seg.me && ref->rec_ == c->seg.me_idx &&
-	    (uint32_t)(ref->owner_ >> 32) == c->seg.me_gen)
-		sc_hazard_clear(&c->seg, ref->slot_, (uint32_t)ref->owner_);
-	ref->held_ = 0;
+		return -EINVAL;
+	int rc = 0;
+	if (ref->ticket_) {
+		/* The handle that took it does the unpinning, whichever handle
+		 * of this process is passed in, provided it is still open and
+		 * still has the record (a child after fork() has its own: the
+		 * parent's pin is not its to clear). */
+		semcache *h = ref->handle_;
+		uint32_t k = ref->word_;
+		uint64_t ticket = ref->ticket_;
+		if (!h || (h != c && !sc_handle_is_open(h)) || k >= SC_HAZARDS || !h->seg.me ||
+		    h->seg.me_idx != ref->rec_ || h->seg.me_gen != ref->gen_)
+			rc = -EINVAL;
+		else if (atomic_compare_exchange_strong_explicit(&h->ref_ticket[k], &ticket, 0,
+		                                                 memory_order_acq_rel,
+		                                                 memory_order_relaxed))
+			sc_hazard_clear(&h->seg, k, ref->pin_);
+		else
+			rc = -EINVAL; /* released already (through a copy of it) */
+	}
 	ref_reset(ref);
+	return rc;
 }
 
 /* ------------------------------------------------------------------------

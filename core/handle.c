@@ -92,6 +92,9 @@ static void fork_child(void)
 	pthread_mutex_init(&reg_mu, NULL);
 	for (semcache *c = reg_head; c; c = c->reg_next) {
 		sc_seg_fork_child(&c->seg);
+		/* the parent's references are not ours to release */
+		for (int k = 0; k < SC_HAZARDS; k++)
+			atomic_store_explicit(&c->ref_ticket[k], 0, memory_order_relaxed);
 		pthread_mutex_init(&c->rec_mu, NULL); /* a parent thread may have held it */
 		atomic_store_explicit(&c->need_record, 1, memory_order_relaxed);
 	}
@@ -109,6 +112,16 @@ static void reg_add(semcache *c)
 		reg_head->reg_prev = c;
 	reg_head = c;
 	pthread_mutex_unlock(&reg_mu);
+}
+
+bool sc_handle_is_open(const semcache *h)
+{
+	bool found = false;
+	pthread_mutex_lock(&reg_mu);
+	for (semcache *c = reg_head; c && !found; c = c->reg_next)
+		found = c == h;
+	pthread_mutex_unlock(&reg_mu);
+	return found;
 }
 
 static void reg_remove(semcache *c)
@@ -172,6 +185,7 @@ static void bind_regions(semcache *c)
 	c->next = (_Atomic uint32_t *)(base + g->off_next);
 	c->lnext = (_Atomic uint32_t *)(base + g->off_lnext);
 	c->arena = base + g->off_arena;
+	c->ro_arena = c->seg.ro_arena;
 }
 
 int semcache_open(const char *path, const semcache_options *opts, semcache **out)

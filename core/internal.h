@@ -59,6 +59,14 @@ struct semcache {
 	_Atomic uint32_t *next;
 	_Atomic uint32_t *lnext;
 	uint8_t *arena;
+	const uint8_t *ro_arena; /* the same blocks, mapped read-only (zero-copy) */
+
+	/* Outstanding zero-copy references of this handle, one ticket per
+	 * hazard word: a release clears the word only with the ticket it was
+	 * given, so releasing one reference twice (or a copy of it as well)
+	 * cannot unpin another reference that reused the word. */
+	_Atomic uint64_t ref_ticket[SC_HAZARDS];
+	_Atomic uint64_t ticket_seq;
 
 	/* A child forked with an open handle claims its own record on its first
 	 * call (see sc_ensure_record); norecord handles never do. */
@@ -84,10 +92,16 @@ uint64_t sc_ns_hash(const semcache *c, const char *ns, size_t ns_len);
 uint64_t sc_scope_tag(const semcache *c, const char *ns, size_t ns_len,
                       const char *scope, size_t scope_len);
 uint32_t sc_checksum(const void *data, size_t len);
+/* The same checksum over a chain of blocks, in place (see key.c). */
+typedef struct sc_csum { uint64_t a, b, c, d; } sc_csum;
+void sc_csum_init(sc_csum *st, size_t total_len);
+void sc_csum_strides(sc_csum *st, const void *data, size_t len); /* len % 32 == 0 */
+uint32_t sc_csum_final(sc_csum *st, const void *data, size_t len);
 
 /* ---- core/handle.c: the handle, fork, the writer lock with repair ---- */
 int64_t sc_now(const semcache *c);
 int sc_wlock(semcache *c);       /* 0, or error; repairs after a dead holder */
+bool sc_handle_is_open(const semcache *h); /* h is an open handle of this process */
 void sc_wunlock(semcache *c);
 /* A child forked with an open handle claims its record on its first call,
  * not in the fork handler: a child that only exec()s claims nothing. */

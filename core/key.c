@@ -125,31 +125,60 @@ uint64_t sc_scope_tag(const semcache *c, const char *ns, size_t ns_len,
 /*
  * Payload checksum: four independent multiply-xorshift lanes over 32-byte
  * strides, so a 1 KB payload costs about as many cycles as it has words
- * divided by the lanes, not a serial multiply chain.
+ * divided by the lanes, not a serial multiply chain.  It can be computed
+ * over a chain of blocks in place (block sizes are multiples of 32): every
+ * block but the last goes through sc_csum_strides, the last through
+ * sc_csum_final; the result equals sc_checksum of the bytes laid end to end.
  */
-uint32_t sc_checksum(const void *data, size_t len)
+#define CSUM_M UINT64_C(0x9e3779b97f4a7c15)
+
+void sc_csum_init(sc_csum *st, size_t total_len)
+{
+	st->a = total_len;
+	st->b = ~(uint64_t)total_len;
+	st->c = UINT64_C(0x243f6a8885a308d3);
+	st->d = 0;
+}
+
+void sc_csum_strides(sc_csum *st, const void *data, size_t len)
 {
 	const uint8_t *p = data;
-	const uint64_t m = UINT64_C(0x9e3779b97f4a7c15);
-	uint64_t a = len, b = ~(uint64_t)len, cc = UINT64_C(0x243f6a8885a308d3), d = 0;
-	size_t i = 0;
-
-	for (; i + 32 <= len; i += 32) {
-		a = (a ^ load_le64(p + i)) * m; a ^= a >> 29;
-		b = (b ^ load_le64(p + i + 8)) * m; b ^= b >> 29;
-		cc = (cc ^ load_le64(p + i + 16)) * m; cc ^= cc >> 29;
-		d = (d ^ load_le64(p + i + 24)) * m; d ^= d >> 29;
+	uint64_t a = st->a, b = st->b, cc = st->c, d = st->d;
+	for (size_t i = 0; i + 32 <= len; i += 32) {
+		a = (a ^ load_le64(p + i)) * CSUM_M; a ^= a >> 29;
+		b = (b ^ load_le64(p + i + 8)) * CSUM_M; b ^= b >> 29;
+		cc = (cc ^ load_le64(p + i + 16)) * CSUM_M; cc ^= cc >> 29;
+		d = (d ^ load_le64(p + i + 24)) * CSUM_M; d ^= d >> 29;
 	}
+	st->a = a;
+	st->b = b;
+	st->c = cc;
+	st->d = d;
+}
+
+uint32_t sc_csum_final(sc_csum *st, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	size_t i = len & ~(size_t)31;
+	sc_csum_strides(st, p, i);
+	uint64_t a = st->a, b = st->b;
 	for (; i + 8 <= len; i += 8) {
-		a = (a ^ load_le64(p + i)) * m;
+		a = (a ^ load_le64(p + i)) * CSUM_M;
 		a ^= a >> 29;
 	}
 	uint64_t t = 0;
 	for (size_t j = 0; i + j < len; j++)
 		t |= (uint64_t)p[i + j] << (8 * j);
-	b = (b ^ t) * m;
-	uint64_t h = a ^ rotl(b, 17) ^ rotl(cc, 31) ^ rotl(d, 47);
-	h *= m;
+	b = (b ^ t) * CSUM_M;
+	uint64_t h = a ^ rotl(b, 17) ^ rotl(st->c, 31) ^ rotl(st->d, 47);
+	h *= CSUM_M;
 	h ^= h >> 32;
 	return (uint32_t)h;
+}
+
+uint32_t sc_checksum(const void *data, size_t len)
+{
+	sc_csum st;
+	sc_csum_init(&st, len);
+	return sc_csum_final(&st, data, len);
 }

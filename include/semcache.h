@@ -233,7 +233,10 @@ SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
 /*
  * Zero-copy exact lookup.  On a hit, ref->iov[0 .. ref->iovcnt) point at
  * the response's content bytes in place in the segment (ref->len bytes in
- * all, not NUL-terminated), ready for writev().  They stay valid and
+ * all, not NUL-terminated), ready for writev(), through a read-only mapping
+ * (a stray write through them faults instead of changing the entry).  The
+ * payload's checksum is verified first, as semcache_get does, so a damaged
+ * entry is a miss.  They stay valid and
  * unchanged until semcache_release(c, ref), even if the entry is replaced,
  * evicted or invalidated meanwhile: the reference pins exactly its entry's
  * blocks (a hazard word in this process's record, see shm/proc.c), which
@@ -243,28 +246,39 @@ SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
  * semcache_release(), from any thread of the same process (a reference
  * inherited through fork() is the parent's: releasing it in the child is a
  * no-op there).  A process has 32 hazard words; a reference taken while
- * all are in use gets a private copy of the content, which pins nothing.
+ * all are in use, or to content spread over more than SEMCACHE_REF_IOV
+ * runs of blocks, gets a private copy of the content, which pins nothing.
  * Errors: SEMCACHE_ENOTFOUND (miss; nothing to release), -EINVAL, -ENOMEM,
  * SEMCACHE_EPROCFULL (this handle has no process record).
  */
-#define SEMCACHE_REF_INLINE_IOV 8
+#define SEMCACHE_REF_IOV 16
 typedef struct semcache_ref {
-	const struct iovec *iov;
+	struct iovec iov[SEMCACHE_REF_IOV]; /* iov[0 .. iovcnt): the content */
 	int iovcnt;
 	size_t len;
 	/* private */
-	struct iovec inline_iov_[SEMCACHE_REF_INLINE_IOV];
-	struct iovec *heap_iov_;
-	int held_;
-	uint32_t rec_, slot_;   /* the process record and reader word it pins */
-	uint64_t owner_;        /* that record's owner when taken */
+	void *owned_;              /* a private copy of the content, or NULL */
+	struct semcache *handle_;  /* the handle that took the pin */
+	uint64_t ticket_;          /* 0: holds no pin */
+	uint32_t rec_, gen_;       /* that handle's record and its generation */
+	uint32_t word_, pin_;      /* the hazard word and its value */
 } semcache_ref;
 
 SEMCACHE_API int semcache_get_ref(semcache *c, const char *ns, const char *key,
                                   semcache_ref *ref);
 
-/* End a zero-copy reference.  Safe on a ref from a failed get_ref (no-op). */
-SEMCACHE_API void semcache_release(semcache *c, semcache_ref *ref);
+/*
+ * End a zero-copy reference: unpin its blocks (or free its private copy)
+ * and clear *ref.  The reference may have been copied or returned by value
+ * since it was taken (it holds no pointer into itself); release exactly one
+ * of its copies.  c may be any open handle of the process that took it.
+ * Returns 0; -EINVAL when ref is NULL, when the handle that took it was
+ * closed or belongs to another process (a reference inherited through
+ * fork(): the parent's pin is not the child's to clear), or when it was
+ * released already; *ref is cleared in every case.  Safe on a ref from a
+ * failed get_ref (returns 0).
+ */
+SEMCACHE_API int semcache_release(semcache *c, semcache_ref *ref);
 
 /*
  * Semantic lookup: the best entry of (ns, scope) whose cosine similarity to

@@ -182,10 +182,18 @@ static int check_options_against(const semcache_options *o, const struct sc_head
 /* ------------------------------------------------------------------------
  * Mapping
  * ---------------------------------------------------------------------- */
-static void bind_regions(struct sc_seg *s)
+static int bind_regions(struct sc_seg *s)
 {
 	s->hdr = (struct sc_header *)s->base;
 	s->procs = (struct sc_proc *)(s->base + s->g.off_procs);
+	size_t len = (size_t)s->g.nblocks * s->g.block_size;
+	/* off_arena is page-aligned by geom_layout */
+	void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, s->fd, (off_t)s->g.off_arena);
+	if (p == MAP_FAILED)
+		return -errno;
+	s->ro_arena = p;
+	s->ro_size = len;
+	return 0;
 }
 
 static int map_file(struct sc_seg *s, size_t size)
@@ -209,8 +217,12 @@ static void unmap_file(struct sc_seg *s)
 {
 	if (s->base)
 		munmap(s->base, s->size);
+	if (s->ro_arena)
+		munmap((void *)s->ro_arena, s->ro_size);
 	s->base = NULL;
 	s->size = 0;
+	s->ro_arena = NULL;
+	s->ro_size = 0;
 }
 
 /* Lay out a new segment in an empty (or abandoned) file; we hold LOCK_EX. */
@@ -268,7 +280,8 @@ static int create_segment(struct sc_seg *s, const semcache_options *o)
 	g.secret[0] = h->secret[0];
 	g.secret[1] = h->secret[1];
 	s->g = g;
-	bind_regions(s);
+	if ((rc = bind_regions(s)) < 0)
+		return rc;
 
 	/* Every block starts on the free list, in address order. */
 	_Atomic uint32_t *next = (_Atomic uint32_t *)(s->base + g.off_next);
@@ -325,8 +338,7 @@ static int attach_segment(struct sc_seg *s, const semcache_options *o, off_t fsi
 	if ((rc = map_file(s, hcopy.file_size)) < 0)
 		return rc;
 	s->g = g;
-	bind_regions(s);
-	return 0;
+	return bind_regions(s);
 }
 
 static void seg_free(struct sc_seg *s)

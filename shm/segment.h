@@ -49,6 +49,11 @@ struct sc_seg {
 	ino_t ino;
 	uint8_t *base;
 	size_t size;
+	/* The arena mapped a second time, read-only: zero-copy references hand
+	 * out addresses in it, so a caller's stray write through them faults
+	 * instead of changing another tenant's answer. */
+	const uint8_t *ro_arena;
+	size_t ro_size;
 	struct sc_header *hdr;
 	struct sc_proc *procs;
 	struct sc_geom g;

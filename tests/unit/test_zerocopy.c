@@ -6,9 +6,11 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include "../common.h"
+#include "internal.h" /* to damage a block on purpose */
 
 static char path[256];
 static semcache *c;
@@ -243,7 +245,9 @@ Test(zerocopy, releasing_an_inherited_reference_leaves_the_childs_own_pinned)
 		semcache_ref own;
 		if (semcache_get_ref(c, "ns", "b", &own) != 0)
 			_exit(2);
-		semcache_release(c, &parent_ref); /* the parent's: must not unpin ours */
+		/* the parent's: must not unpin ours, and says so */
+		if (semcache_release(c, &parent_ref) != -EINVAL)
+			_exit(4);
 		semcache_proc_info pi[8];
 		size_t n = 0;
 		semcache_procs(c, pi, 8, &n);
@@ -299,5 +303,122 @@ Test(zerocopy, a_held_reference_never_makes_a_full_arena_refuse_puts)
 	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
 	free(now);
 	free(held);
+	free(content);
+}
+
+static int slot_of(const semcache_entry_info *e, void *arg)
+{
+	*(uint32_t *)arg = e->slot;
+	return 0;
+}
+
+Test(zerocopy, a_damaged_payload_is_a_miss_for_get_ref_as_for_get)
+{
+	char *content = pattern(3000, 11);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	uint32_t s = UINT32_MAX;
+	cr_assert_eq(semcache_foreach(c, "ns", "k", slot_of, &s), 0);
+	cr_assert_lt(s, c->slots);
+	/* flip one byte in the entry's second block */
+	uint32_t second = atomic_load(&c->next[c->slot[s].head]);
+	cr_assert_lt(second, c->nblocks);
+	c->arena[(size_t)second * c->block_size + 17] ^= 0x20;
+	semcache_response *out = NULL;
+	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), SEMCACHE_ENOTFOUND);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), SEMCACHE_ENOTFOUND,
+	             "get_ref handed out damaged bytes");
+	semcache_release(c, &ref);
+	free(content);
+}
+
+static void on_segv(int sig)
+{
+	(void)sig;
+	_exit(42);
+}
+
+Test(zerocopy, a_write_through_a_reference_faults_and_changes_nothing)
+{
+	char *content = pattern(1500, 12);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	pid_t p = fork();
+	if (p == 0) {
+		/* our own handler, so the fault is seen the same way with or
+		 * without a sanitizer's handler installed */
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_segv;
+		sigaction(SIGSEGV, &sa, NULL);
+		semcache_ref ref;
+		if (semcache_get_ref(c, "ns", "k", &ref) != 0)
+			_exit(2);
+		((volatile char *)ref.iov[0].iov_base)[0] = '!'; /* a caller's stray write */
+		_exit(0);
+	}
+	int st;
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 42,
+	          "a write through a reference did not fault (status %d)", st);
+	semcache_response *out;
+	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), 0);
+	cr_assert_str_eq(out->content, content);
+	semcache_response_free(out);
+	free(content);
+}
+
+/* Returned by value, as a server would keep it in its connection struct. */
+static semcache_ref take(const char *key)
+{
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", key, &ref), 0);
+	return ref;
+}
+
+static uint32_t my_pins(semcache *h)
+{
+	semcache_proc_info pi[8];
+	size_t n = 0;
+	cr_assert_eq(semcache_procs(h, pi, 8, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (pi[i].self)
+			return pi[i].pins;
+	return UINT32_MAX;
+}
+
+Test(zerocopy, a_reference_copied_by_value_stays_valid_and_releases_once)
+{
+	char *content = pattern(2500, 13);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	semcache_ref a = take("k"), b = a, stale = a;
+	memset(&a, 0x5a, sizeof a); /* the original's storage is reused */
+	char *got = gather(&b);
+	cr_assert_str_eq(got, content);
+	cr_assert_eq(my_pins(c), 1);
+	cr_assert_eq(semcache_release(c, &b), 0);
+	cr_assert_eq(my_pins(c), 0);
+	/* a second copy of a released reference unpins nothing */
+	semcache_ref other = take("k");
+	cr_assert_eq(semcache_release(c, &stale), -EINVAL);
+	cr_assert_eq(my_pins(c), 1, "releasing a stale copy unpinned another reference");
+	cr_assert_eq(semcache_release(c, &other), 0);
+	free(got);
+	free(content);
+}
+
+Test(zerocopy, release_through_another_handle_of_the_process_unpins)
+{
+	char *content = pattern(800, 14);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	semcache *c2;
+	cr_assert_eq(semcache_open(path, NULL, &c2), 0);
+	semcache_ref ref = take("k");
+	cr_assert_eq(semcache_release(c2, &ref), 0);
+	cr_assert_eq(my_pins(c), 0, "a release through another handle leaked the pin");
+	/* a reference whose handle was closed: an error, nothing touched */
+	cr_assert_eq(semcache_get_ref(c2, "ns", "k", &ref), 0);
+	cr_assert_eq(semcache_close(c2), 0);
+	cr_assert_eq(semcache_release(c, &ref), -EINVAL);
+	cr_assert_eq(ref.iovcnt, 0);
 	free(content);
 }
