@@ -28,6 +28,11 @@
 
 #include "internal.h"
 
+__attribute__((noinline)) void sc_seq_copy(void *dst, const void *src, size_t n)
+{
+	memcpy(dst, src, n);
+}
+
 uint32_t sc_blocks_for(const semcache *c, uint32_t len)
 {
 	uint32_t n = (len + c->block_size - 1) >> c->block_shift;
@@ -174,7 +179,7 @@ void sc_arena_write(semcache *c, uint32_t head, const void *data, uint32_t len)
 	uint32_t b = head;
 	while (len > 0 && b < c->nblocks) {
 		uint32_t n = len < c->block_size ? len : c->block_size;
-		memcpy(sc_block(c, b), p, n);
+		sc_seq_copy(sc_block(c, b), p, n);
 		p += n;
 		len -= n;
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
@@ -192,7 +197,7 @@ int sc_arena_read(const semcache *c, uint32_t head, uint32_t nblocks, void *out,
 		if (b >= c->nblocks)
 			return -1;
 		uint32_t n = len < c->block_size ? len : c->block_size;
-		memcpy(p, sc_block(c, b), n);
+		sc_seq_copy(p, sc_block(c, b), n);
 		p += n;
 		len -= n;
 		b = atomic_load_explicit(&c->next[b], memory_order_relaxed);

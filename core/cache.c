@@ -236,9 +236,9 @@ static int normalise(const semcache *c, const float *in, float *out)
 
 static void write_row(semcache *c, uint32_t s, const float *emb, const uint8_t *q, float qscale)
 {
-	memcpy(c->matrix + (size_t)s * c->row_stride, emb, (size_t)c->dim * 4);
+	sc_seq_copy(c->matrix + (size_t)s * c->row_stride, emb, (size_t)c->dim * 4);
 	if (c->quant)
-		memcpy(c->qmatrix + (size_t)s * c->qstride, q, c->qstride);
+		sc_seq_copy(c->qmatrix + (size_t)s * c->qstride, q, c->qstride);
 	if (c->quant == SC_QUANT_INT8)
 		c->qscale[s] = qscale;
 }
@@ -334,7 +334,7 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	sc_slot_begin(sl);
 	if (c->dim)
 		__atomic_store_n(&c->meta[s].sem_expiry_ms, 0, __ATOMIC_RELAXED);
-	memcpy(sl->digest, digest, 32);
+	sc_seq_copy(sl->digest, digest, 32);
 	SC_SET(sl->scope_tag, tag);
 	SC_SET(sl->ns_hash, nsh);
 	SC_SET(sl->created_ms, now);
@@ -407,11 +407,11 @@ static int read_slot(semcache *c, struct tls_scratch *t, uint32_t s, const uint8
 		goto empty;
 	if (digest) {
 		uint8_t d[32];
-		memcpy(d, sl->digest, 32);
+		sc_seq_copy(d, sl->digest, 32);
 		if (memcmp(d, digest, 32) != 0)
 			goto empty;
 	}
-	memcpy(v->digest, sl->digest, 32);
+	sc_seq_copy(v->digest, sl->digest, 32);
 	v->scope_tag = __atomic_load_n(&sl->scope_tag, __ATOMIC_RELAXED);
 	v->ns_hash = __atomic_load_n(&sl->ns_hash, __ATOMIC_RELAXED);
 	v->created_ms = __atomic_load_n(&sl->created_ms, __ATOMIC_RELAXED);
@@ -696,7 +696,7 @@ static int ref_slot(semcache *c, struct find *f, uint32_t s, bool pin)
 		return READ_RETRY;
 	uint32_t flags = SC_GET(sl->flags);
 	uint8_t d[32];
-	memcpy(d, sl->digest, 32);
+	sc_seq_copy(d, sl->digest, 32);
 	int64_t exp = SC_GET(sl->exact_exp_ms);
 	uint32_t len = SC_GET(sl->len);
 	uint32_t head = SC_GET(sl->head);

@@ -29,6 +29,12 @@
 #define SC_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
 #define SC_GET(field)    __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
+/* Copies of shared bytes that the seqlock (or a hazard word) validates
+ * afterwards: payload blocks, digests, embedding rows.  These are the
+ * library's only intended data races; tests/tsan/tsan.supp names this one
+ * function, so ThreadSanitizer still reports any other race. */
+void sc_seq_copy(void *dst, const void *src, size_t n);
+
 #define SC_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define SC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 

@@ -56,7 +56,7 @@ static void slot_snapshot(const struct sc_slot *sl, struct slot_copy *o)
 	o->nblocks = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
 	o->checksum = __atomic_load_n(&sl->checksum, __ATOMIC_RELAXED);
 	o->bucket = __atomic_load_n(&sl->bucket, __ATOMIC_RELAXED);
-	memcpy(o->digest, sl->digest, 32);
+	sc_seq_copy(o->digest, sl->digest, 32);
 	o->scope_tag = __atomic_load_n(&sl->scope_tag, __ATOMIC_RELAXED);
 	o->ns_hash = __atomic_load_n(&sl->ns_hash, __ATOMIC_RELAXED);
 	o->sem_exp_ms = __atomic_load_n(&sl->sem_exp_ms, __ATOMIC_RELAXED);
@@ -287,7 +287,7 @@ int sc_repair(semcache *c)
 			continue;
 		sc_hkey hk;
 		uint8_t d[32];
-		memcpy(d, c->slot[s].digest, 32);
+		sc_seq_copy(d, c->slot[s].digest, 32);
 		sc_hkey_make(c, d, &hk);
 		sc_index_insert(c, &hk, s);
 	}
