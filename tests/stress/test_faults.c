@@ -280,6 +280,25 @@ Test(faults, a_repairer_killed_anywhere_hides_no_live_entry)
 /* ------------------------------------------------------------------------
  * A hostile peer scribbling the lock word and the process table
  * ---------------------------------------------------------------------- */
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A hostile peer: the mapping, and no process record of its own. */
+static semcache *open_as_peer(void)
+{
+	semcache *wc;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.flags = SEMCACHE_OPEN_NORECORD;
+	if (semcache_open(path, &o, &wc) != 0)
+		_exit(3);
+	return wc;
+}
+
 static int known_code(int rc)
 {
 	return rc == 0 || rc == SEMCACHE_ENOTFOUND || rc == SEMCACHE_EFULL || rc == SEMCACHE_EBUSY ||
@@ -292,12 +311,8 @@ static void peer_worker(uint64_t seed, double seconds, _Atomic uint64_t *torn)
 	if (semcache_open(path, NULL, &wc) != 0)
 		_exit(3);
 	char key[32], body[96], content[160], expect[48];
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (uint64_t i = 0;; i++) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - t0.tv_sec + (now.tv_nsec - t0.tv_nsec) / 1e9 > seconds)
-			break;
+	double t0 = now_s();
+	for (uint64_t i = 0; now_s() - t0 < seconds; i++) {
 		int k = (int)(test_rng(&seed) % 300), rc;
 		snprintf(key, sizeof key, "k%d", k);
 		switch (test_rng(&seed) % 4) {
@@ -334,19 +349,9 @@ static void peer_worker(uint64_t seed, double seconds, _Atomic uint64_t *torn)
 
 static void scribbler(uint64_t seed, double seconds)
 {
-	semcache *wc;
-	semcache_options o;
-	semcache_options_init(&o);
-	memset(&o, 0, sizeof o);
-	o.flags = SEMCACHE_OPEN_NORECORD;
-	if (semcache_open(path, &o, &wc) != 0)
-		_exit(3);
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - t0.tv_sec + (now.tv_nsec - t0.tv_nsec) / 1e9 > seconds)
-			break;
+	semcache *wc = open_as_peer();
+	double t0 = now_s();
+	while (now_s() - t0 < seconds) {
 		uint64_t r = test_rng(&seed);
 		struct sc_proc *p = &wc->procs[(r >> 8) % wc->max_procs];
 		switch (r % 8) {
@@ -424,18 +429,9 @@ Test(faults, scribbled_lock_word_and_process_table_crash_nobody)
  * ---------------------------------------------------------------------- */
 static void slot_flipper(uint64_t seed, double seconds)
 {
-	semcache *wc;
-	semcache_options o;
-	memset(&o, 0, sizeof o);
-	o.flags = SEMCACHE_OPEN_NORECORD;
-	if (semcache_open(path, &o, &wc) != 0)
-		_exit(3);
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - t0.tv_sec + (now.tv_nsec - t0.tv_nsec) / 1e9 > seconds)
-			break;
+	semcache *wc = open_as_peer();
+	double t0 = now_s();
+	while (now_s() - t0 < seconds) {
 		uint64_t r = test_rng(&seed);
 		struct sc_slot *sl = &wc->slot[(r >> 8) % wc->slots];
 		uint32_t v = (uint32_t)test_rng(&seed);
