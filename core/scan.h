@@ -32,6 +32,16 @@
 
 #include "../shm/layout.h" /* sc_scanmeta, row strides */
 
+/* Does row m belong to scope and live at now?  Writers change metadata
+ * while scans run (see layout.h): each field is one relaxed load, never
+ * torn, and a stale answer only adds or drops a candidate that is
+ * re-validated under its slot's sequence word anyway. */
+static inline int sc_row_live(const sc_scanmeta *m, uint64_t scope, int64_t now)
+{
+	return __atomic_load_n(&m->scope, __ATOMIC_RELAXED) == scope &&
+	       __atomic_load_n(&m->sem_expiry_ms, __ATOMIC_RELAXED) > now;
+}
+
 typedef struct sc_cand {
 	uint32_t row;
 	float score;

@@ -42,11 +42,6 @@
 #define SC_AVX2_PF_BYTES 4096u
 #endif
 
-static inline int sc_row_live(const sc_scanmeta *m, uint64_t scope, int64_t now)
-{
-	return m->scope == scope && m->sem_expiry_ms > now;
-}
-
 /* Loaded from offset 8 - n, gives a mask of n leading all-ones lanes. */
 static const int32_t sc_avx2_tailmask[16] = { -1, -1, -1, -1, -1, -1, -1, -1,
 	                                      0,  0,  0,  0,  0,  0,  0,  0 };

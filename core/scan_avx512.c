@@ -65,11 +65,6 @@
 #define SC_AVX512_PF_BYTES 4096u
 #endif
 
-static inline int sc_row_live(const sc_scanmeta *m, uint64_t scope, int64_t now)
-{
-	return m->scope == scope && m->sem_expiry_ms > now;
-}
-
 /* n (< 64) low bits set. */
 static inline uint64_t sc_low_bits(size_t n)
 {

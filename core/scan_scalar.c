@@ -17,11 +17,6 @@
  */
 #include "scan.h"
 
-static inline int sc_row_live(const sc_scanmeta *m, uint64_t scope, int64_t now)
-{
-	return m->scope == scope && m->sem_expiry_ms > now;
-}
-
 static float sc_scalar_dot(const float *a, const float *b, uint32_t dim)
 {
 	float s[8] = { 0 }, t = 0.0f;
