@@ -23,8 +23,8 @@ stopword list, each word and each character 3-gram of " word " hashed (FNV-1a
 plus a 64-bit finaliser) into --dim signed buckets, L2-normalised.  Reworded
 questions that keep their content words land close; unrelated ones do not.
 
-Failure switches (POST /_control with a JSON object, or GET /_stats for the
-counters):
+Failure switches (POST /_control with a JSON object; GET /_stats gives the
+call counters and the last chat request body as received):
   {"mode": "ok"}       normal answers (the default)
   {"mode": "error"}    500 with an OpenAI-style error object
   {"mode": "garbage"}  200 with a body that is not JSON
@@ -110,6 +110,7 @@ class State:
         self.time_scale = args.time_scale
         self.answers = {}
         self.counts = {"chat": 0, "embeddings": 0}
+        self.last_chat = None
         if args.answers:
             with open(args.answers) as f:
                 for line in f:
@@ -163,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         if self.path == "/_stats":
             with st.lock:
-                self.send_json(200, dict(st.counts, mode=st.mode))
+                self.send_json(200, dict(st.counts, mode=st.mode, last_chat=st.last_chat))
         else:
             self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
@@ -196,6 +197,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         with st.lock:
             st.counts["chat"] += 1
+            st.last_chat = req
             mode, slow_ms, delay_ms = st.mode, st.slow_ms, st.delay_ms
         if mode == "down":
             self.close_connection = True
