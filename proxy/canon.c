@@ -136,7 +136,8 @@ static int canon_value(const json_t *v, px_buf *out, bool top_skip)
 				continue;
 			keys[k++] = name;
 		}
-		qsort(keys, k, sizeof *keys, key_cmp);
+		if (k > 1)
+			qsort(keys, k, sizeof *keys, key_cmp);
 		rc = px_buf_append(out, "{", 1);
 		for (size_t i = 0; !rc && i < k; i++) {
 			if (i)
