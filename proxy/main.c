@@ -215,6 +215,11 @@ static int check_segment(const px_config *cfg, uint32_t *seg_dim)
 		if (cfg->arena_mb)
 			o.arena_bytes = (uint64_t)cfg->arena_mb << 20;
 		o.dim = cfg->embedding_model[0] ? want : 0;
+		o.threshold = (float)cfg->threshold; /* what `semcache stat` shows */
+		if (cfg->exact_ttl_s)
+			o.exact_ttl_ms = cfg->exact_ttl_s * 1000;
+		if (cfg->semantic_ttl_s)
+			o.semantic_ttl_ms = cfg->semantic_ttl_s * 1000;
 		rc = semcache_open(cfg->path, &o, &c);
 		if (rc) {
 			px_log("cannot create segment %s: %s", cfg->path, semcache_strerror(rc));
