@@ -495,34 +495,106 @@ out:
 }
 
 /* A streamed miss: bytes go to the client as they arrive, a copy to the
- * reassembler; the answer is stored when the stream completed. */
+ * reassembler; the answer is stored when the stream completed.
+ *
+ * To store a streamed answer with its token counts, the proxy asks the
+ * upstream for stream_options.include_usage even when the client did not;
+ * then the one event the client did not ask for (the usage chunk: no
+ * choices, a usage object) is held back.  The pass-through therefore works
+ * on whole events when it strips (lines are gathered until the blank line
+ * that ends an event) and on raw bytes otherwise. */
 typedef struct stream_ctx {
 	chat q;             /* owns what the request owned */
 	px_up_stream *up;
 	px_sse_acc *acc;
-	bool finished;
+	bool strip_usage;   /* drop the usage chunk the client did not ask for */
+	bool up_done, up_ok, finished;
+	px_buf line, ev;    /* the current line and event (strip mode) */
+	px_buf outq;        /* bytes for the client */
+	size_t outq_off;
 } stream_ctx;
 
 static void chat_free(chat *q);
 
+/* Is this event (raw lines) the usage-only chunk? */
+static bool is_usage_event(const px_buf *ev)
+{
+	const char *p = ev->p ? strstr(ev->p, "data:") : NULL;
+	json_t *o;
+	bool r;
+
+	if (!p)
+		return false;
+	p += 5;
+	o = json_loads(p, JSON_DISABLE_EOF_CHECK, NULL);
+	r = json_is_array(json_object_get(o, "choices")) &&
+	    json_array_size(json_object_get(o, "choices")) == 0 &&
+	    json_is_object(json_object_get(o, "usage"));
+	json_decref(o);
+	return r;
+}
+
+static int strip_feed(stream_ctx *s, const char *p, size_t n)
+{
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < n; i++) {
+		rc = px_buf_append(&s->line, p + i, 1);
+		if (rc || p[i] != '\n')
+			continue;
+		rc = px_buf_append(&s->ev, s->line.p, s->line.len);
+		if (!rc && (s->line.len == 1 || (s->line.len == 2 && s->line.p[0] == '\r'))) {
+			if (!is_usage_event(&s->ev))
+				rc = px_buf_append(&s->outq, s->ev.p, s->ev.len);
+			s->ev.len = 0;
+		}
+		s->line.len = 0;
+	}
+	return rc;
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	stream_ctx *s = cls;
+	char tmp[16384];
 	ssize_t n;
+	size_t k;
 	json_t *c;
 
 	(void)pos;
+	while (s->outq_off == s->outq.len && !s->up_done) {
+		s->outq.len = s->outq_off = 0;
+		n = px_up_stream_read(s->up, tmp, sizeof tmp);
+		if (n <= 0) {
+			s->up_done = true;
+			s->up_ok = n == 0 && px_up_stream_ok(s->up);
+			if (s->strip_usage) { /* pass on an unterminated last event as it is */
+				px_buf_append(&s->outq, s->ev.p ? s->ev.p : "", s->ev.len);
+				px_buf_append(&s->outq, s->line.p ? s->line.p : "", s->line.len);
+			}
+			break;
+		}
+		if (s->acc)
+			px_sse_acc_feed(s->acc, tmp, (size_t)n);
+		if (s->strip_usage ? strip_feed(s, tmp, (size_t)n) :
+		                     px_buf_append(&s->outq, tmp, (size_t)n)) {
+			s->up_done = true; /* out of memory: end the stream, store nothing */
+			break;
+		}
+	}
+	if (s->outq_off < s->outq.len) {
+		k = s->outq.len - s->outq_off;
+		if (k > max)
+			k = max;
+		memcpy(buf, s->outq.p + s->outq_off, k);
+		s->outq_off += k;
+		return (ssize_t)k;
+	}
 	if (s->finished)
 		return MHD_CONTENT_READER_END_OF_STREAM;
-	n = px_up_stream_read(s->up, buf, max);
-	if (n > 0) {
-		if (s->acc)
-			px_sse_acc_feed(s->acc, buf, (size_t)n);
-		return n;
-	}
 	s->finished = true;
 	px_metrics_observe(&s->q.w->metrics->upstream_chat, px_up_stream_seconds(s->up));
-	if (n < 0 || !px_up_stream_ok(s->up)) {
+	if (!s->up_ok) {
 		atomic_fetch_add_explicit(&s->q.w->metrics->upstream_errors, 1,
 		                          memory_order_relaxed);
 		return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -542,8 +614,35 @@ static void stream_free(void *cls)
 
 	px_up_stream_free(s->up);
 	px_sse_acc_free(s->acc);
+	px_buf_free(&s->line);
+	px_buf_free(&s->ev);
+	px_buf_free(&s->outq);
 	chat_free(&s->q);
 	free(s);
+}
+
+/* Re-serialise the forwarded body with stream_options.include_usage. */
+static int ask_usage(chat *q)
+{
+	json_t *so = json_object_get(q->body, "stream_options");
+	char *fwd;
+
+	if (so && !json_is_object(so) && !json_is_null(so))
+		return -EINVAL; /* the upstream will judge it; leave it alone */
+	if (!json_is_object(so)) {
+		so = json_object();
+		if (!so || json_object_set_new(q->body, "stream_options", so))
+			return -ENOMEM;
+	}
+	if (json_object_set_new(so, "include_usage", json_true()))
+		return -ENOMEM;
+	fwd = json_dumps(q->body, JSON_COMPACT);
+	if (!fwd)
+		return -ENOMEM;
+	free(q->fwd);
+	q->fwd = fwd;
+	q->fwd_len = strlen(fwd);
+	return 0;
 }
 
 static enum MHD_Result forward_stream(chat *q)
@@ -561,6 +660,8 @@ static enum MHD_Result forward_stream(chat *q)
 	s->q = *q; /* the context takes over the request's resources */
 	memset(q, 0, sizeof *q);
 	q = &s->q;
+	if (q->write && !q->canon.include_usage && ask_usage(q) == 0)
+		s->strip_usage = true;
 	if (px_up_stream_start(q->w->cfg, "/chat/completions", q->fwd, q->fwd_len, q->auth,
 	                       &s->up)) {
 		ret = send_error(q->w, q->conn, 500, "server_error", "internal_error", NULL,

@@ -14,6 +14,10 @@
  * PX_UP_DOWN (502), a timeout PX_UP_TIMEOUT (504), an answer over 64 MiB
  * PX_UP_TOOBIG (502).
  *
+ * Timeouts: a plain call must complete within upstream_timeout_ms; a stream
+ * must send its status within it and never fall silent for longer (curl's
+ * low-speed limit, in whole seconds, at least 1), however long it lasts.
+ *
  * Streaming uses the multi interface on one easy handle: start drives the
  * transfer until the status line and headers are in (so the caller can
  * still choose the HTTP status it answers with), then each read drives it
@@ -181,6 +185,7 @@ struct px_up_stream {
 	char ctype[128];
 	char errbuf[CURL_ERROR_SIZE];
 	double t0, t1;
+	double header_deadline; /* the status must arrive before this */
 };
 
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
@@ -231,7 +236,13 @@ static void drive(px_up_stream *s, bool (*stop)(const px_up_stream *))
 			}
 		if (s->done || stop(s))
 			break;
-		curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
+		if (!s->headers_done && now_s() > s->header_deadline) {
+			s->done = true;
+			s->result = CURLE_OPERATION_TIMEDOUT;
+			snprintf(s->errbuf, sizeof s->errbuf, "no answer within the timeout");
+			break;
+		}
+		curl_multi_poll(s->multi, NULL, 0, 100, NULL);
 	}
 	if (s->done && !s->t1)
 		s->t1 = now_s();
@@ -262,6 +273,13 @@ int px_up_stream_start(const px_config *cfg, const char *path, const char *body,
 	s->easy = make_handle(cfg, path, body, len, auth, &s->hdrs, s->errbuf);
 	if (!s->multi || !s->easy)
 		goto out;
+	/* A stream may rightly last longer than any total timeout: bound the
+	 * wait for the status instead, and each silence between bytes. */
+	s->header_deadline = s->t0 + cfg->upstream_timeout_ms / 1e3;
+	curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, 0L);
+	curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_TIME,
+	                 (long)(cfg->upstream_timeout_ms < 1000 ? 1 : cfg->upstream_timeout_ms / 1000));
 	curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, on_stream_body);
 	curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
 	curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);

@@ -312,10 +312,16 @@ def t_streaming():
     st, h, _, raw = chat(msg(q, stream=True))
     expect(st == 200 and h["x-semcache"] == "miss", h)
     expect(h["content-type"].startswith("text/event-stream"), h)
-    text1, fin1 = sse_content(parse_sse(raw))
+    ev = parse_sse(raw)
+    text1, fin1 = sse_content(ev)
     expect(text1 == "Echo: " + q and fin1 == "stop", text1)
+    # the proxy asked the upstream for usage (to store token counts) but
+    # does not pass on the usage chunk this client did not ask for
+    expect(upstream()["last_chat"]["stream_options"] == {"include_usage": True}, "usage not asked")
+    expect(not any(isinstance(e, dict) and e["choices"] == [] for e in ev), "usage chunk leaked")
     st, h, _, raw = chat(msg(q, stream=True))
     expect(h["x-semcache"] == "hit-exact", "completed stream not stored: %s" % h)
+    expect(int(h["x-semcache-saved-tokens"]) > 0, "streamed entry stored without usage: %s" % h)
     ev = parse_sse(raw)
     text2, fin2 = sse_content(ev)
     expect(text2 == text1 and fin2 == "stop", (text1, text2))
@@ -339,6 +345,34 @@ def t_streaming():
     text, fin = sse_content(ev)
     expect(h["x-semcache"] == "hit-exact" and text == content(a), (text, content(a)))
     expect(len(ev) > 4, "replay not chunked: %d events" % len(ev))
+
+
+def t_stream_passes_through_as_it_arrives():
+    q = "Tell a long story about a lighthouse keeper and a storm at sea."
+    mode("ok", delay_ms=1500)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", E.port, timeout=30)
+        t0 = time.time()
+        c.request("POST", "/v1/chat/completions", json.dumps(msg(q, stream=True)),
+                  {"Content-Type": "application/json"})
+        r = c.getresponse()
+        first = None
+        raw = b""
+        while True:
+            line = r.readline()
+            if not line:
+                break
+            if first is None and line.startswith(b"data:"):
+                first = time.time() - t0
+            raw += line
+        total = time.time() - t0
+        c.close()
+    finally:
+        mode("ok", delay_ms=0)
+    expect(r.getheader("X-Semcache") == "miss", r.getheaders())
+    expect(sse_content(parse_sse(raw))[0] == "Echo: " + q, raw[:300])
+    expect(first is not None and first < 0.5 and total > 1.2,
+           "first event after %.2fs of %.2fs: buffered, not passed through" % (first or -1, total))
 
 
 def t_cut_stream_not_stored():
@@ -372,6 +406,8 @@ def t_upstream_failures():
         st, h, b, _ = chat(msg(q))
         expect(st == 504 and b["error"]["code"] == "upstream_timeout", (st, b))
         expect(time.time() - t0 < 2.9, "timeout not applied")
+        st, h, b, raw = chat(msg(q, stream=True))
+        expect(st == 504 and json.loads(raw)["error"]["code"] == "upstream_timeout", (st, raw))
     finally:
         mode("ok")
     st, h, b, _ = chat(msg(q))
@@ -565,7 +601,8 @@ def t_sigterm_drains():
 TESTS = [
     t_exact_hit_without_embedding_call, t_semantic_hit_on_paraphrase, t_users_never_share,
     t_acl_hashes_never_share, t_disabled_kb_bypasses, t_no_cache_and_no_store, t_ttl,
-    t_key_fields, t_tool_calls_replayed, t_streaming, t_cut_stream_not_stored,
+    t_key_fields, t_tool_calls_replayed, t_streaming, t_stream_passes_through_as_it_arrives,
+    t_cut_stream_not_stored,
     t_upstream_failures, t_malformed_input, t_metrics, t_dimension_mismatch_is_startup_error,
     t_upstream_down_502, t_sighup_reload, t_worker_killed_under_load, t_sigterm_drains,
 ]
