@@ -240,6 +240,12 @@ def t_no_cache_and_no_store():
     expect("cache" not in last, "the cache object was forwarded: %s" % last)
     st, h, b, _ = chat(msg(q))
     expect(h["x-semcache"] == "hit-exact", h)
+    # no-cache does not read but still stores
+    q1 = "What is the speed of light in water?"
+    st, h, b, _ = chat(msg(q1), {"Cache-Control": "no-cache"})
+    expect(h["x-semcache"] == "bypass", h)
+    st, h, b, _ = chat(msg(q1))
+    expect(h["x-semcache"] == "hit-exact", "no-cache did not store: %s" % h)
     q2 = "What is the speed of sound in air?"
     chat(msg(q2), {"Cache-Control": "no-store"})
     st, h, b, _ = chat(msg(q2, cache={"no-store": True}))
