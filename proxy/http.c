@@ -786,9 +786,16 @@ static enum MHD_Result handle_chat(px_worker_ctx *w, struct MHD_Connection *conn
 		                 NULL, "X-Semcache-TTL must be a whole number of seconds >= 1");
 		goto out_count;
 	}
-	if (px_canon_request(q.body, &q.canon, err, sizeof err)) {
+	err[0] = '\0';
+	rc = px_canon_request(q.body, &q.canon, err, sizeof err);
+	if (rc == -EINVAL) {
 		ret = send_error(w, conn, 400, "invalid_request_error", "invalid_request", NULL,
 		                 "%s", err);
+		goto out_count;
+	}
+	if (rc) {
+		ret = send_error(w, conn, 500, "server_error", "internal_error", NULL,
+		                 "cannot build the cache key: %s", strerror(-rc));
 		goto out_count;
 	}
 	/* namespace: the configured header wins over the body's user field */
