@@ -458,7 +458,9 @@ int main(int argc, char **argv)
 		px_log("cannot initialise libcurl");
 		return 1;
 	}
-	if (check_segment(&cfg, &dim))
+	rc = check_segment(&cfg, &dim);
+	px_up_global_cleanup(); /* workers make their own pool */
+	if (rc)
 		return 1;
 	fd = open_listener(cfg.listen, shown, sizeof shown);
 	if (fd < 0)

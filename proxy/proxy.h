@@ -168,6 +168,8 @@ typedef struct px_up_result {
 } px_up_result;
 
 int px_up_global_init(void);
+/* Drop the connection pool (the master does before forking workers). */
+void px_up_global_cleanup(void);
 /* POST body to upstream + path ("/chat/completions").  auth: the client's
  * Authorization header value or NULL.  Returns 0 with out->outcome set, or
  * -ENOMEM. */

@@ -27,6 +27,7 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,9 +37,57 @@
 
 #define UP_MAX_ANSWER (64u << 20)
 
+/* One connection pool per process, shared by every call's easy handle, so
+ * calls reuse kept-alive upstream connections instead of paying a TCP (and
+ * TLS) handshake each.  libcurl serialises access through these locks, one
+ * mutex per kind of shared data. */
+static CURLSH *g_share;
+static pthread_mutex_t g_share_locks[CURL_LOCK_DATA_LAST];
+
+static void share_lock(CURL *e, curl_lock_data d, curl_lock_access a, void *arg)
+{
+	(void)e;
+	(void)a;
+	(void)arg;
+	if ((unsigned)d < CURL_LOCK_DATA_LAST)
+		pthread_mutex_lock(&g_share_locks[d]);
+}
+
+static void share_unlock(CURL *e, curl_lock_data d, void *arg)
+{
+	(void)e;
+	(void)arg;
+	if ((unsigned)d < CURL_LOCK_DATA_LAST)
+		pthread_mutex_unlock(&g_share_locks[d]);
+}
+
+void px_up_global_cleanup(void)
+{
+	if (g_share)
+		curl_share_cleanup(g_share);
+	g_share = NULL;
+	curl_global_cleanup();
+}
+
+/* Call once per process, before any thread makes calls (a worker calls it
+ * after fork: a pool inherited from the master would share its sockets). */
 int px_up_global_init(void)
 {
-	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -ENOMEM;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return -ENOMEM;
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&g_share_locks[i], NULL);
+	g_share = curl_share_init();
+	if (!g_share)
+		return -ENOMEM;
+	if (curl_share_setopt(g_share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+	    curl_share_setopt(g_share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+	    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK ||
+	    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
+		curl_share_cleanup(g_share);
+		g_share = NULL; /* calls still work, each on its own connection */
+	}
+	return 0;
 }
 
 static double now_s(void)
@@ -121,6 +170,8 @@ static CURL *make_handle(const px_config *cfg, const char *path, const char *bod
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "semcache-proxy/" "0.1");
+	if (g_share)
+		curl_easy_setopt(e, CURLOPT_SHARE, g_share);
 	*hdrs = h;
 	return e;
 }

@@ -95,6 +95,7 @@ void px_worker_run(const px_config *cfg, int listen_fd, px_metrics *m, uint32_t 
 	MHD_stop_daemon(d);
 	d = NULL;
 	status = 0;
+	px_up_global_cleanup();
 out:
 	semcache_close(ctx.cache);
 	exit(status);
