@@ -24,7 +24,8 @@ plus a 64-bit finaliser) into --dim signed buckets, L2-normalised.  Reworded
 questions that keep their content words land close; unrelated ones do not.
 
 Failure switches (POST /_control with a JSON object; GET /_stats gives the
-call counters and the last chat request body as received):
+call counters, the last chat request body as received and its
+Authorization header):
   {"mode": "ok"}       normal answers (the default)
   {"mode": "error"}    500 with an OpenAI-style error object
   {"mode": "garbage"}  200 with a body that is not JSON
@@ -111,6 +112,7 @@ class State:
         self.answers = {}
         self.counts = {"chat": 0, "embeddings": 0}
         self.last_chat = None
+        self.last_auth = None
         if args.answers:
             with open(args.answers) as f:
                 for line in f:
@@ -168,7 +170,8 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         if self.path == "/_stats":
             with st.lock:
-                self.send_json(200, dict(st.counts, mode=st.mode, last_chat=st.last_chat))
+                self.send_json(200, dict(st.counts, mode=st.mode, last_chat=st.last_chat,
+                                         last_auth=st.last_auth))
         else:
             self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
@@ -202,6 +205,7 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.counts["chat"] += 1
             st.last_chat = req
+            st.last_auth = self.headers.get("Authorization")
             mode, slow_ms, delay_ms = st.mode, st.slow_ms, st.delay_ms
         if mode == "down":
             self.close_connection = True

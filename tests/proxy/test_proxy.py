@@ -171,6 +171,14 @@ def t_exact_hit_without_embedding_call():
     expect("x-semcache-saved-ms" in h, h)
 
 
+def t_authorization_passed_on():
+    st, h, b, _ = chat(msg("Which language has the most speakers?"),
+                       {"Authorization": "Bearer sk-from-client"})
+    expect(st == 200 and upstream()["last_auth"] == "Bearer sk-from-client", upstream()["last_auth"])
+    st, h, b, _ = chat(msg("Which language has the fewest speakers?"))
+    expect(st == 200 and upstream()["last_auth"] == "Bearer sk-from-config", upstream()["last_auth"])
+
+
 def t_semantic_hit_on_paraphrase():
     st, h, a, _ = chat(msg("What is the boiling point of water at sea level?"))
     expect(h["x-semcache"] == "miss", h)
@@ -475,6 +483,12 @@ def t_dimension_mismatch_is_startup_error():
                         "--path", E.seg + ".other", "--embedding-model", "e", "--workers", "1",
                         "--threshold", "2"], capture_output=True, text=True, timeout=30)
     expect(p.returncode == 2 and "threshold" in p.stderr, p.stderr)
+    bad = E.conf + ".bad"
+    with open(bad, "w") as f:
+        f.write("# fine\nworkers = 2\nthreshhold = 0.9\n")
+    p = subprocess.run([E.proxy, "--config", bad, "--listen", "127.0.0.1:0", "--upstream",
+                        E.up_url], capture_output=True, text=True, timeout=30)
+    expect(p.returncode == 2 and bad + ":3: unknown setting 'threshhold'" in p.stderr, p.stderr)
 
 
 def t_upstream_down_502():
@@ -510,7 +524,7 @@ def t_sighup_reload():
     q = "What is the melting point of gold?"
     old = sorted(worker_pids(E.proxy_proc.pid))
     with open(E.conf, "a") as f:
-        f.write("disable_kb = reloaded-kb\n")
+        f.write("disable_kb = reloaded-kb\nanonymous = nocache\n")
     E.proxy_proc.send_signal(signal.SIGHUP)
     deadline = time.time() + 15
     while time.time() < deadline:
@@ -522,6 +536,11 @@ def t_sighup_reload():
     chat(msg(q), {"X-Semcache-KB": "reloaded-kb"})
     st, h, b, _ = chat(msg(q), {"X-Semcache-KB": "reloaded-kb"})
     expect(h["x-semcache"] == "bypass", "reloaded disable_kb not applied: %s" % h)
+    for _ in range(2):
+        st, h, b, _ = chat(msg("An anonymous question after the reload", user=None))
+        expect(st == 200 and h["x-semcache"] == "bypass", "anonymous = nocache not applied: %s" % h)
+    st, h, b, _ = chat(msg("An anonymous question after the reload", user="dave"))
+    expect(h["x-semcache"] == "miss", h)
     with open(E.conf, "a") as f:
         f.write("no_such_setting = 1\n")
     E.proxy_proc.send_signal(signal.SIGHUP)
@@ -605,7 +624,7 @@ def t_sigterm_drains():
 
 
 TESTS = [
-    t_exact_hit_without_embedding_call, t_semantic_hit_on_paraphrase, t_users_never_share,
+    t_exact_hit_without_embedding_call, t_authorization_passed_on, t_semantic_hit_on_paraphrase, t_users_never_share,
     t_acl_hashes_never_share, t_disabled_kb_bypasses, t_no_cache_and_no_store, t_ttl,
     t_key_fields, t_tool_calls_replayed, t_streaming, t_stream_passes_through_as_it_arrives,
     t_cut_stream_not_stored,
@@ -630,7 +649,8 @@ def main():
                 "max_body_bytes = 65536\n"
                 "upstream_timeout_ms = 1500\n"
                 "slots = 4096\n"
-                "arena_mb = 16\n")
+                "arena_mb = 16\n"
+                "upstream_api_key = sk-from-config\n")
     try:
         up, E.up_port = start([sys.executable, os.path.join(HERE, "fake_upstream.py")],
                               "listening on")
