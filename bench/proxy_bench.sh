@@ -12,8 +12,9 @@
 #   - the same request through nginx's proxy_cache (a cache HIT, checked)
 #   - the fake upstream alone (what every request would cost uncached)
 # and, with one sequential client, the miss path: unique requests straight
-# to the upstream versus through the proxy (which adds the embedding call,
-# the lookups and the store).  It prints one table of value, reference and
+# to the upstream and through the proxy, alternating so both see the same
+# background load (the proxy adds the embedding call, the lookups and the
+# store).  It prints one table of value, reference and
 # ratio, and a JSON line with every figure.
 #
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); a missing
@@ -159,7 +160,7 @@ bench proxy "http://127.0.0.1:$PX/v1/chat/completions"
 [[ $nginx_ok == 1 ]] && bench nginx "http://127.0.0.1:$NG/v1/chat/completions"
 bench upstream "http://127.0.0.1:$UP/v1/chat/completions"
 
-echo "proxy_bench.sh: miss path, 200 sequential unique requests each way" >&2
+echo "proxy_bench.sh: miss path, 200 unique requests each way, alternating" >&2
 python3 - "$tmp" "$PX" "$UP" "$secs" "$conns" "$json_out" <<'PY'
 import http.client, json, os, re, statistics, sys, time
 
@@ -184,26 +185,29 @@ def wrk(name):
     return out
 
 
-def seq(port, n, tag):
-    c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
-    lat = []
+def misses(n):
+    """n unique requests each way, alternating direct and through the proxy
+    so both see the same background load; medians in ms."""
+    conns = {p: http.client.HTTPConnection("127.0.0.1", int(p), timeout=30) for p in (up, px)}
+    lat = {up: [], px: []}
     for i in range(n):
-        body = json.dumps({"model": "bench-model", "user": "bench",
-                           "messages": [{"role": "user", "content": "Unique %s question %d %f" % (tag, i, time.time())}]})
-        t0 = time.perf_counter()
-        c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-        r = c.getresponse()
-        r.read()
-        lat.append((time.perf_counter() - t0) * 1e3)
-        if r.status != 200:
-            raise SystemExit("miss-path request failed: %d" % r.status)
-    c.close()
-    return statistics.median(lat)
+        for p in (up, px):
+            body = json.dumps({"model": "bench-model", "user": "bench", "messages": [
+                {"role": "user", "content": "Unique question %d via %s at %f" % (i, p, time.time())}]})
+            t0 = time.perf_counter()
+            conns[p].request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            r = conns[p].getresponse()
+            r.read()
+            lat[p].append((time.perf_counter() - t0) * 1e3)
+            if r.status != 200 or (p == px and r.getheader("X-Semcache") != "miss"):
+                raise SystemExit("miss-path request failed: %d %s" % (r.status, r.getheader("X-Semcache")))
+    for c in conns.values():
+        c.close()
+    return statistics.median(lat[up]), statistics.median(lat[px])
 
 
 res = {"proxy": wrk("proxy"), "nginx": wrk("nginx"), "upstream": wrk("upstream")}
-direct = seq(up, 200, "direct")
-via = seq(px, 200, "proxy")
+direct, via = misses(200)
 res["miss_direct_p50_ms"], res["miss_proxy_p50_ms"] = direct, via
 
 
@@ -227,7 +231,7 @@ rows = [
     ("exact hit p99 (lower is better)", g("proxy", "p99_ms"), "ms", "nginx proxy_cache HIT p99", g("nginx", "p99_ms")),
     ("miss through the proxy, p50", via, "ms", "straight to the upstream, p50", direct),
 ]
-print("semcache-proxy on loopback: wrk %s s, %s connections; miss path: 200 sequential requests"
+print("semcache-proxy on loopback: wrk %s s, %s connections; miss path: 200 requests each way"
       % (secs, conns))
 print("%-36s %14s   %-34s %14s %8s" % ("measure", "value", "reference", "reference value", "ratio"))
 for m, v, unit, ref, rv in rows:

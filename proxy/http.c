@@ -27,10 +27,15 @@
  * Record format.  semcache stores the answer's text as the record's content
  * and the rest of the upstream's chat.completion object (id, created,
  * usage, tool_calls, refusal, logprobs, ...) as the record's metadata, as
- * compact JSON without choices[0].message.content.  A hit puts the content
- * back, so a client gets the object the upstream sent, byte for byte in
- * meaning.  Records written by other programs (no metadata) are served as a
- * minimal chat.completion built from the record's fields.
+ * compact JSON whose choices[0].message.content is a mark (PX_MARK_RAW).  A
+ * plain exact or semantic hit splices the JSON-escaped content into that
+ * text at the mark (no parse, no re-serialisation: the hit path's biggest
+ * cost otherwise); a streamed hit parses it and replaces the mark.  Either
+ * way the client gets the object the upstream sent.  An answer that itself
+ * contains the mark string (a control-character string no model writes by
+ * accident) is not stored: a hit could not tell where the content goes.  Records
+ * written by other programs (no metadata) are served as a minimal
+ * chat.completion built from the record's fields.
  *
  * Threads: MHD runs each connection on its own thread, so the handler may
  * block on the upstream; a streamed miss is passed through by a content
@@ -73,6 +78,13 @@ typedef struct chat {
 	uint32_t vec_dim;
 	enum px_kind kind;
 } chat;
+
+/* The stored completion holds this string where the content goes, so an
+ * exact hit can splice the content into the stored JSON text instead of
+ * parsing and re-serialising it.  jansson writes it as PX_MARK_JSON; a
+ * store checks it occurs exactly once (else the answer is not stored). */
+#define PX_MARK_RAW  "\001semcache-content\001"
+#define PX_MARK_JSON "\"\\u0001semcache-content\\u0001\""
 
 /* ------------------------------------------------------------------------
  * Responses
@@ -278,7 +290,9 @@ static json_t *record_to_completion(const semcache_response *r)
 			return NULL;
 	}
 	msg = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "message");
-	if (!json_object_get(msg, "content"))
+	if (!json_object_get(msg, "content") ||
+	    (json_is_string(json_object_get(msg, "content")) &&
+	     !strcmp(json_string_value(json_object_get(msg, "content")), PX_MARK_RAW)))
 		json_object_set_new(msg, "content", json_string(r->content));
 	return c;
 }
@@ -329,10 +343,21 @@ static void store(chat *q, const json_t *completion, double seconds)
 		goto out;
 	mmsg = json_object_get(json_array_get(json_object_get(meta, "choices"), 0), "message");
 	if (json_is_string(content))
-		json_object_del(mmsg, "content");
+		json_object_set_new(mmsg, "content", json_string(PX_MARK_RAW));
 	meta_s = json_dumps(meta, JSON_COMPACT);
 	if (!meta_s)
 		goto out;
+	if (json_is_string(content)) {
+		const char *m = strstr(meta_s, PX_MARK_JSON);
+
+		if (!m || strstr(m + 1, PX_MARK_JSON)) {
+			/* the answer itself holds the mark string: a hit could not
+			 * tell where the content goes, so this one is not stored */
+			px_log("answer not stored: it contains the proxy's content mark");
+			rc = -EINVAL;
+			goto out;
+		}
+	}
 	json_array_foreach(tcs, i, tc) {
 		const json_t *fn = json_object_get(tc, "function");
 
@@ -377,9 +402,66 @@ out:
 /* ------------------------------------------------------------------------
  * Hits
  * ---------------------------------------------------------------------- */
+/* JSON string of s (valid UTF-8: it came through jansson) into b. */
+static int json_escape(px_buf *b, const char *s)
+{
+	int rc = px_buf_append(b, "\"", 1);
+	const char *run = s;
+
+	for (; !rc && *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		char esc[8];
+
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		rc = px_buf_append(b, run, (size_t)(s - run));
+		if (!rc && (ch == '"' || ch == '\\')) {
+			esc[0] = '\\';
+			esc[1] = (char)ch;
+			rc = px_buf_append(b, esc, 2);
+		} else if (!rc) {
+			snprintf(esc, sizeof esc, "\\u%04x", ch);
+			rc = px_buf_append(b, esc, 6);
+		}
+		run = s + 1;
+	}
+	if (!rc)
+		rc = px_buf_append(b, run, (size_t)(s - run));
+	if (!rc)
+		rc = px_buf_append(b, "\"", 1);
+	return rc;
+}
+
+/* The stored completion's text with the content spliced in at the mark, or
+ * NULL when the record has no (single) mark: then the caller parses. */
+static char *splice_content(const semcache_response *r, size_t *len)
+{
+	const char *m = r->metadata ? strstr(r->metadata, PX_MARK_JSON) : NULL;
+	px_buf b = {0};
+	char *out;
+
+	if (!m || strstr(m + 1, PX_MARK_JSON))
+		return NULL;
+	if (px_buf_append(&b, r->metadata, (size_t)(m - r->metadata)) ||
+	    json_escape(&b, r->content) || px_buf_puts(&b, m + strlen(PX_MARK_JSON))) {
+		px_buf_free(&b);
+		return NULL;
+	}
+	out = px_buf_take(&b, len);
+	return out;
+}
+
+static void count_saved(chat *q, const semcache_response *r)
+{
+	atomic_fetch_add_explicit(&q->w->metrics->saved_tokens,
+	                          (uint64_t)r->prompt_tokens + r->completion_tokens,
+	                          memory_order_relaxed);
+	atomic_fetch_add_explicit(&q->w->metrics->saved_ms, r->latency_ms, memory_order_relaxed);
+}
+
 static enum MHD_Result send_hit(chat *q, semcache_response *r, float sim)
 {
-	json_t *c = record_to_completion(r);
+	json_t *c = NULL;
 	char simb[32], tok[32], ms[32];
 	const char *hdrs[] = {
 		"X-Semcache", px_kind_name(q->kind), "X-Semcache-Similarity",
@@ -389,19 +471,22 @@ static enum MHD_Result send_hit(chat *q, semcache_response *r, float sim)
 	};
 	px_buf b = {0};
 	char *s;
+	size_t len;
 	enum MHD_Result ret;
 
 	snprintf(simb, sizeof simb, "%.4f", sim);
 	snprintf(tok, sizeof tok, "%" PRIu64,
 	         (uint64_t)r->prompt_tokens + r->completion_tokens);
 	snprintf(ms, sizeof ms, "%" PRIu32, r->latency_ms);
+	if (!q->canon.stream && (s = splice_content(r, &len))) {
+		count_saved(q, r);
+		return send_buf(q->w, q->conn, 200, "application/json", s, len, hdrs);
+	}
+	c = record_to_completion(r);
 	if (!c)
 		return send_error(q->w, q->conn, 500, "server_error", "internal_error", NULL,
 		                  "cannot rebuild the cached answer");
-	atomic_fetch_add_explicit(&q->w->metrics->saved_tokens,
-	                          (uint64_t)r->prompt_tokens + r->completion_tokens,
-	                          memory_order_relaxed);
-	atomic_fetch_add_explicit(&q->w->metrics->saved_ms, r->latency_ms, memory_order_relaxed);
+	count_saved(q, r);
 	if (q->canon.stream) {
 		if (px_sse_replay(c, q->canon.include_usage, &b)) {
 			px_buf_free(&b);

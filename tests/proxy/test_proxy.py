@@ -171,6 +171,24 @@ def t_exact_hit_without_embedding_call():
     expect("x-semcache-saved-ms" in h, h)
 
 
+def t_hit_returns_the_upstream_object():
+    for text, model in [('Quote "this", a back\\slash, a tab\t, a newline\n and \u00e9\u2713\U0001F600', "gpt-test"),
+                        ("The mark string as the model name", "\u0001semcache-content\u0001")]:
+        body = msg(text)
+        body["model"] = model
+        st, h, a, _ = chat(body)
+        expect(st == 200 and h["x-semcache"] == "miss", (st, h, a))
+        st, h, b, _ = chat(body)
+        expect(a == b, "answer differs from the upstream's:\n%s\n%s" % (a, b))
+        if model != "gpt-test":
+            # an answer holding the proxy's content mark is never stored
+            expect(h["x-semcache"] == "miss", h)
+            continue
+        expect(h["x-semcache"] == "hit-exact", h)
+        st, h, _, raw = chat(dict(body, stream=True))
+        expect(sse_content(parse_sse(raw))[0] == content(a), raw[:300])
+
+
 def t_authorization_passed_on():
     st, h, b, _ = chat(msg("Which language has the most speakers?"),
                        {"Authorization": "Bearer sk-from-client"})
@@ -624,7 +642,7 @@ def t_sigterm_drains():
 
 
 TESTS = [
-    t_exact_hit_without_embedding_call, t_authorization_passed_on, t_semantic_hit_on_paraphrase, t_users_never_share,
+    t_exact_hit_without_embedding_call, t_hit_returns_the_upstream_object, t_authorization_passed_on, t_semantic_hit_on_paraphrase, t_users_never_share,
     t_acl_hashes_never_share, t_disabled_kb_bypasses, t_no_cache_and_no_store, t_ttl,
     t_key_fields, t_tool_calls_replayed, t_streaming, t_stream_passes_through_as_it_arrives,
     t_cut_stream_not_stored,
