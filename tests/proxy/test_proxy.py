@@ -516,9 +516,16 @@ def t_upstream_down_502():
     s.bind(("127.0.0.1", 0))
     dead = s.getsockname()[1]
     s.close()
+    # no dimension to learn and no segment: no start
+    r = subprocess.run([E.proxy, "--listen", "127.0.0.1:0", "--upstream",
+                        "http://127.0.0.1:%d/v1" % dead, "--path", E.seg + ".new", "--workers", "1"],
+                       capture_output=True, text=True, timeout=30)
+    expect(r.returncode == 1 and "dimension is unknown" in r.stderr and not os.path.exists(E.seg + ".new"),
+           r.stderr)
+    # an existing segment: its dimension is used
     p, port = start([E.proxy, "--listen", "127.0.0.1:0", "--upstream",
-                     "http://127.0.0.1:%d/v1" % dead, "--path", E.seg, "--embedding-dim", "256",
-                     "--workers", "1"], "listening on")
+                     "http://127.0.0.1:%d/v1" % dead, "--path", E.seg, "--workers", "1"],
+                    "listening on")
     try:
         st, h, b, _ = chat(msg("Is anybody there?"), port=port)
         expect(st == 502 and b["error"]["code"] == "upstream_unavailable", (st, b))
@@ -689,7 +696,7 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        for path in (E.seg, E.seg + ".other"):
+        for path in (E.seg, E.seg + ".other", E.seg + ".new"):
             try:
                 os.unlink(path)
             except OSError:
