@@ -12,6 +12,8 @@
 #   build/bench/bench_scan      semantic scan kernels, two-stage scan
 #   build/bench/bench_hitratio  eviction: hit ratio against exact LRU and SIEVE
 #   build/tools/semcache-demo   the prefork demo
+#   bench/proxy_bench.sh        semcache-proxy under wrk, next to nginx's
+#                               proxy_cache and the fake upstream (own table)
 # collects the JSON line each benchmark ends with, and prints one table in
 # which every row has its value, the reference it is measured against and
 # the ratio value / reference.  The references are measured in the same run
@@ -499,5 +501,12 @@ if json_out:
 sys.exit(1 if failed else 0)
 PY
 status=$?
+
+# semcache-proxy: its own table (exact hits against nginx proxy_cache and
+# the fake upstream alone, the miss path's added latency), measured now.
+echo
+proxy_secs=5
+[[ $quick == 1 ]] && proxy_secs=2
+SEMCACHE_BUILD_DIR=$B bench/proxy_bench.sh --seconds "$proxy_secs" || status=1
 [[ $status -ne 0 ]] && keep_logs=1
 exit "$status"

@@ -5,7 +5,13 @@ set -euo pipefail
 
 PKGS=(gcc g++ meson ninja-build pkg-config python3
       libmsgpack-dev libssl-dev libjemalloc-dev libcriterion-dev libjansson-dev
+      libmicrohttpd-dev libcurl4-openssl-dev nodejs
 )
+# semcache-proxy serves HTTP with libmicrohttpd and calls its upstream with
+# libcurl; its client test runs the official openai npm package on Node.
+# npm comes from Debian's package unless an npm command is already there
+# (some nodejs builds bundle it, and Debian's npm would conflict with them).
+command -v npm >/dev/null || PKGS+=(npm)
 
 missing=()
 for p in "${PKGS[@]}"; do
