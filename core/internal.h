@@ -164,6 +164,11 @@ void sc_slot_end(struct sc_slot *s);
  * benchmark can price pinning (unsafe otherwise). */
 int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, bool pin);
 
+/* ---- core/request_json.c ---- */
+/* Canonical JSON of a jansson value (json_t *): sorted keys, no white
+ * space, one spelling per number; *out is malloc'd (free it). */
+int sc_canon_json(const void *json_value, char **out, size_t *len);
+
 /* ---- core/repair.c ---- */
 int sc_repair(semcache *c);   /* under wlock: fix derived state in place from the slots */
 int sc_check(semcache *c, char *report, size_t len); /* under wlock */

@@ -434,6 +434,30 @@ typedef struct semcache_request {
 SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCACHE_KEY_LEN],
                                       char *scope, size_t scope_len);
 
+/*
+ * Key and scope of an OpenAI-style chat-completions request, from its JSON
+ * body (len bytes; the text a client sends to /v1/chat/completions).  Every
+ * field that can change the answer is part of the key - every message with
+ * all of its parts, name, tool_calls and tool_call_id, tools, tool_choice,
+ * response_format, temperature, top_p, seed, stop, n, max_tokens,
+ * max_completion_tokens, the penalties, logit_bias, logprobs, and any field
+ * not listed here - except stream, stream_options, user, metadata, store and
+ * a LiteLLM-style `cache` object, which cannot.  key = "<model>:" + hex
+ * SHA-256 of the body's canonical JSON (sorted keys, one spelling per
+ * number), so formatting and key order never matter.  scope = the model, a
+ * hash of the body with the last user message's text blanked and
+ * temperature removed, and a temperature bucket: requests that differ only
+ * in the wording of their last user message share it.  This is what
+ * semcache-proxy uses; semcache_request_key() covers only the fields of
+ * semcache_request.  scope may be NULL when scope_len is 0.
+ * Errors: -EINVAL (not a JSON object, duplicate keys, no non-empty string
+ * model of at most 127 bytes, no non-empty messages array of objects with a
+ * string role), -ENAMETOOLONG (scope_len too small), -ENOMEM.
+ */
+SEMCACHE_API int semcache_request_key_json(const char *body, size_t len,
+                                           char key[SEMCACHE_KEY_LEN], char *scope,
+                                           size_t scope_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -93,10 +93,6 @@ bool px_config_kb_disabled(const px_config *c, const char *kb);
  * ---------------------------------------------------------------------- */
 #define PX_NS_LEN 512
 
-/* Top-level request fields left out of the key (they cannot change the answer). */
-bool px_canon_excluded(const char *field);
-/* Canonical JSON of v: sorted keys, no whitespace, normalised numbers. */
-int px_canon_json(const json_t *v, px_buf *out);
 
 typedef struct px_canon {
 	char key[SEMCACHE_KEY_LEN];

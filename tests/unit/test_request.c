@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 
 #include "semcache.h"
 
@@ -349,4 +350,122 @@ Test(request, small_scope_buffer_is_enametoolong)
 	cr_expect_eq(semcache_request_key(&f.r, key, scope, need), 0);
 	cr_expect_str_eq(scope, a.scope);
 	cr_expect_str_eq(key, a.key);
+}
+
+/* ------------------------------------------------------------------------
+ * semcache_request_key_json: the whole request body
+ * ---------------------------------------------------------------------- */
+static void jkey(const char *body, char key[SEMCACHE_KEY_LEN], char scope[SEMCACHE_SCOPE_LEN])
+{
+	int rc = semcache_request_key_json(body, strlen(body), key, scope, SEMCACHE_SCOPE_LEN);
+	cr_assert_eq(rc, 0, "%s: %s", body, semcache_strerror(rc));
+}
+
+#define JBASE "\"model\":\"gpt-x\",\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"}," \
+              "{\"role\":\"user\",\"content\":\"capital of France?\"}]"
+
+Test(request_json, formatting_key_order_and_number_spelling_do_not_matter)
+{
+	char k1[SEMCACHE_KEY_LEN], k2[SEMCACHE_KEY_LEN], s1[SEMCACHE_SCOPE_LEN], s2[SEMCACHE_SCOPE_LEN];
+	jkey("{" JBASE ",\"temperature\":1,\"top_p\":0.5}", k1, s1);
+	jkey("{ \"top_p\" : 5e-1 ,\n \"temperature\": 1.0, " JBASE " }", k2, s2);
+	cr_assert_str_eq(k1, k2);
+	cr_assert_str_eq(s1, s2);
+	cr_assert(strncmp(k1, "gpt-x:", 6) == 0 && strlen(k1) == 6 + 64, "%s", k1);
+}
+
+Test(request_json, every_answer_changing_field_changes_the_key)
+{
+	static const char *const extra[] = {
+		"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\"}}",
+		"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"b\"}}",
+		"\"top_p\":0.9", "\"seed\":7", "\"stop\":[\"\\n\"]", "\"n\":2",
+		"\"presence_penalty\":0.5", "\"frequency_penalty\":0.5", "\"logit_bias\":{\"50256\":-100}",
+		"\"logprobs\":true", "\"max_tokens\":5", "\"max_completion_tokens\":5",
+		"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]", "\"tool_choice\":\"none\"",
+		"\"temperature\":0.2", "\"some_future_field\":1",
+	};
+	enum { N = sizeof extra / sizeof extra[0] };
+	char keys[N + 1][SEMCACHE_KEY_LEN], scope[SEMCACHE_SCOPE_LEN], body[1024];
+	jkey("{" JBASE "}", keys[N], scope);
+	for (int i = 0; i < N; i++) {
+		snprintf(body, sizeof body, "{" JBASE ",%s}", extra[i]);
+		jkey(body, keys[i], scope);
+		for (int j = 0; j <= i; j++)
+			if (j != i)
+				cr_assert_str_neq(keys[i], keys[j], "%s and %s share a key", extra[i], extra[j]);
+		cr_assert_str_neq(keys[i], keys[N], "%s left the key unchanged", extra[i]);
+	}
+}
+
+Test(request_json, message_parts_names_and_tool_calls_change_the_key)
+{
+	static const char *const msgs[] = {
+		"[{\"role\":\"user\",\"content\":\"hi\"}]",
+		"[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}]",
+		"[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"},"
+		"{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:x\"}}]}]",
+		"[{\"role\":\"user\",\"name\":\"ann\",\"content\":\"hi\"}]",
+		"[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+		"\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+		"{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"1\"}]",
+		"[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+		"\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+		"{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":\"1\"}]",
+	};
+	enum { N = sizeof msgs / sizeof msgs[0] };
+	char keys[N][SEMCACHE_KEY_LEN], scope[SEMCACHE_SCOPE_LEN], body[1024];
+	for (int i = 0; i < N; i++) {
+		snprintf(body, sizeof body, "{\"model\":\"m\",\"messages\":%s}", msgs[i]);
+		jkey(body, keys[i], scope);
+		for (int j = 0; j < i; j++)
+			cr_assert_str_neq(keys[i], keys[j], "messages %d and %d share a key", i, j);
+	}
+}
+
+Test(request_json, fields_that_cannot_change_the_answer_are_left_out)
+{
+	char k1[SEMCACHE_KEY_LEN], k2[SEMCACHE_KEY_LEN], s1[SEMCACHE_SCOPE_LEN], s2[SEMCACHE_SCOPE_LEN];
+	jkey("{" JBASE "}", k1, s1);
+	jkey("{" JBASE ",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"user\":\"u1\","
+	     "\"metadata\":{\"a\":1},\"store\":true,\"cache\":{\"no-cache\":true}}", k2, s2);
+	cr_assert_str_eq(k1, k2);
+	cr_assert_str_eq(s1, s2);
+}
+
+Test(request_json, a_paraphrase_shares_the_scope_but_not_the_key)
+{
+	char k1[SEMCACHE_KEY_LEN], k2[SEMCACHE_KEY_LEN], k3[SEMCACHE_KEY_LEN];
+	char s1[SEMCACHE_SCOPE_LEN], s2[SEMCACHE_SCOPE_LEN], s3[SEMCACHE_SCOPE_LEN];
+	jkey("{" JBASE "}", k1, s1);
+	jkey("{\"model\":\"gpt-x\",\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
+	     "{\"role\":\"user\",\"content\":\"what is France's capital?\"}]}", k2, s2);
+	jkey("{\"model\":\"gpt-x\",\"messages\":[{\"role\":\"system\",\"content\":\"be verbose\"},"
+	     "{\"role\":\"user\",\"content\":\"capital of France?\"}]}", k3, s3);
+	cr_assert_str_neq(k1, k2);
+	cr_assert_str_eq(s1, s2, "a paraphrase of the last user message must share the scope");
+	cr_assert_str_neq(s1, s3, "another system prompt must not share the scope");
+}
+
+Test(request_json, malformed_bodies_are_einval)
+{
+	static const char *const bad[] = {
+		"", "[]", "{\"model\":\"m\"}", "{\"messages\":[{\"role\":\"user\"}]}",
+		"{\"model\":\"\",\"messages\":[{\"role\":\"user\"}]}",
+		"{\"model\":\"m\",\"messages\":[]}", "{\"model\":\"m\",\"messages\":[1]}",
+		"{\"model\":\"m\",\"model\":\"n\",\"messages\":[{\"role\":\"user\"}]}",
+		"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]", "\xff\xfe",
+	};
+	char key[SEMCACHE_KEY_LEN], scope[SEMCACHE_SCOPE_LEN];
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert_eq(semcache_request_key_json(bad[i], strlen(bad[i]), key, scope, sizeof scope),
+		             -EINVAL, "accepted: %s", bad[i]);
+	char longmodel[300];
+	snprintf(longmodel, sizeof longmodel, "{\"model\":\"%0200d\",\"messages\":[{\"role\":\"u\"}]}", 0);
+	cr_assert_eq(semcache_request_key_json(longmodel, strlen(longmodel), key, scope, sizeof scope),
+	             -EINVAL);
+	const char *ok = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+	cr_assert_eq(semcache_request_key_json(ok, strlen(ok), key, scope, 8), -ENAMETOOLONG);
+	cr_assert_eq(semcache_request_key_json(ok, strlen(ok), key, NULL, 0), 0);
+	cr_assert_eq(semcache_request_key_json(NULL, 0, key, NULL, 0), -EINVAL);
 }
