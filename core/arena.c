@@ -7,7 +7,7 @@
  * linked list.  A chain unlinked from its slot is retired to limbo, never
  * straight back to the free list, because a zero-copy reference may still
  * be reading it.  Limbo is a list of whole chains, linked through
- * `lnext[head]`, and reclaiming frees every chain whose head no live
+ * `lnext[head]`, and reclaiming frees every chain no block of which a live
  * process has published in a hazard word (shm/proc.c).  So one held, slow
  * or leaked reference keeps exactly its own chain in limbo; everything else
  * is reused as soon as a writer needs it, and a writer never waits.
@@ -125,7 +125,6 @@ void sc_arena_reclaim(semcache *c)
 	size_t nhz;
 	if (!collect(c, &nhz))
 		return;
-	uint32_t maxchain = sc_blocks_for(c, c->max_payload);
 	uint32_t prev = SC_NIL;
 	uint32_t free_head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
 	uint32_t freed = 0;
@@ -135,26 +134,30 @@ void sc_arena_reclaim(semcache *c)
 			break;
 		}
 		uint32_t nxt = atomic_load_explicit(&c->lnext[cur], memory_order_relaxed);
-		if (pinned(c->hz, nhz, cur)) {
-			prev = cur;
-			cur = nxt;
-			continue;
-		}
-		/* Find the chain's tail; it must end in SC_NIL within a payload. */
+		/* Walk the chain to its tail; it stays if a hazard names any of its
+		 * blocks (a reader's stale hazard may name an inner block; chains
+		 * that repair rebuilt hold several references' blocks). */
 		uint32_t tail = cur, k = 1;
+		bool keep = pinned(c->hz, nhz, cur), bad = false;
 		for (;;) {
 			uint32_t b = atomic_load_explicit(&c->next[tail], memory_order_relaxed);
 			if (b == SC_NIL)
 				break;
-			if (b >= c->nblocks || ++k > maxchain) {
-				tail = SC_NIL;
+			if (b >= c->nblocks || ++k > c->nblocks) {
+				bad = true;
 				break;
 			}
+			keep = keep || pinned(c->hz, nhz, b);
 			tail = b;
 		}
-		if (tail == SC_NIL) {
+		if (bad) {
 			damaged(c);
 			break;
+		}
+		if (keep) {
+			prev = cur;
+			cur = nxt;
+			continue;
 		}
 		if (prev == SC_NIL)
 			atomic_store_explicit(&h->limbo_head, nxt, memory_order_relaxed);

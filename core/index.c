@@ -78,16 +78,19 @@ int sc_index_insert(semcache *c, const sc_hkey *k, uint32_t slot)
 		/* Bucket full: CLOCK's next victim among the ways goes, with its slot. */
 		uint64_t e = atomic_load_explicit(&b->e[victim], memory_order_relaxed);
 		uint32_t s = (uint32_t)e - 1;
-		atomic_store_explicit(&b->e[victim], 0, memory_order_release);
-		if (s < c->slots && s != slot && (c->slot[s].flags & SC_SLOT_USED)) {
+		if (s < c->slots && s != slot && (SC_GET(c->slot[s].flags) & SC_SLOT_USED)) {
 			if (c->seg.me) {
 				if (best == 0)
 					atomic_fetch_add_explicit(&c->seg.me->c.expirations, 1, memory_order_relaxed);
 				else
 					atomic_fetch_add_explicit(&c->seg.me->c.evictions, 1, memory_order_relaxed);
 			}
+			/* The victim's slot goes odd before its way is cleared (an even
+			 * used slot is always indexed: a writer killed here hides
+			 * nothing live). */
 			sc_slot_clear(c, s);
 		}
+		atomic_store_explicit(&b->e[victim], 0, memory_order_release);
 	}
 	c->slot[slot].bucket = bi;
 	/* Publish: the slot (sealed with a release store of its sequence) is

@@ -160,41 +160,99 @@ static bool way_matches(semcache *c, uint64_t e, uint32_t bi, const uint8_t d[32
 	return sc_index_bucket(c, hk.h) == bi && (uint32_t)(hk.h >> 32) == (uint32_t)(e >> 32);
 }
 
-/* Blocks a live process's hazard word names and no slot owns: the chains
- * its zero-copy references read.  They stay in limbo. */
-static void keep_pinned(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32_t *limbo_n)
+/*
+ * Blocks a live process's hazard word names and no slot owns: the chains
+ * its zero-copy references read, kept in limbo.  A hazard may be stale (a
+ * reader that has not yet re-checked its slot) and name a block in the
+ * middle of another reference's chain, or the head of a garbage run that
+ * leads into one, so chains are not told apart: every block reachable from
+ * a hazard (through unowned blocks, at most a payload's worth per walk) is
+ * pinned, and each connected group of pinned blocks becomes ONE limbo
+ * chain, relinked in block order.  Reclaim frees a chain only when no
+ * hazard names any of its blocks (core/arena.c), so a group stays whole
+ * until every reference in it is released.  Relinking is safe: a reader
+ * follows a chain's links only before its final sequence check, which
+ * fails once the chain has left its slot.
+ */
+static uint32_t find_root(const uint32_t *rep, uint32_t b)
+{
+	while (rep[b] != b)
+		b = rep[b];
+	return b;
+}
+
+static int keep_pinned(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32_t *limbo_n)
 {
 	size_t n = sc_hazard_collect(&c->seg, c->hz, c->hz_cap);
 	if (n > c->hz_cap) {
 		uint32_t *p = realloc(c->hz, (n + 64) * sizeof *p);
-		if (p) {
-			c->hz = p;
-			c->hz_cap = n + 64;
-			n = sc_hazard_collect(&c->seg, c->hz, c->hz_cap);
-		}
+		if (!p)
+			return -ENOMEM;
+		c->hz = p;
+		c->hz_cap = n + 64;
+		n = sc_hazard_collect(&c->seg, c->hz, c->hz_cap);
 		if (n > c->hz_cap)
-			n = c->hz_cap; /* what we could see; the rest are unpinned */
+			return -EAGAIN; /* records appeared meanwhile: repair again */
+	}
+	uint32_t *rep = malloc((size_t)c->nblocks * sizeof *rep);
+	uint32_t *first = malloc((size_t)c->nblocks * sizeof *first);
+	if (!rep || !first) {
+		free(rep);
+		free(first);
+		return -ENOMEM;
 	}
 	uint32_t maxchain = sc_blocks_for(c, c->max_payload);
+	/* 1. pin every hazard's whole chain (from its own head, through
+	 * already pinned blocks too), joining whatever it meets into one
+	 * group (union-find: rep[] points towards the group's root) */
+	for (uint32_t b = 0; b < c->nblocks; b++)
+		rep[b] = SC_NIL;
 	for (size_t i = 0; i < n; i++) {
-		uint32_t head = c->hz[i] - 1;
-		if (head >= c->nblocks || state[head] != B_UNKNOWN)
-			continue; /* owned by a slot (still live), or already kept */
-		uint32_t b = head, last = head, k = 0;
-		while (b < c->nblocks && state[b] == B_UNKNOWN && k < maxchain) {
-			state[b] = B_LIMBO;
-			last = b;
-			k++;
+		uint32_t h = c->hz[i] - 1, root;
+		if (h >= c->nblocks || (state[h] != B_UNKNOWN && state[h] != B_LIMBO))
+			continue; /* owned by a live slot: not in limbo */
+		if (state[h] == B_LIMBO) {
+			root = find_root(rep, h);
+		} else {
+			state[h] = B_LIMBO;
+			rep[h] = root = h;
+		}
+		uint32_t b = atomic_load_explicit(&c->next[h], memory_order_relaxed);
+		for (uint32_t k = 1; b < c->nblocks && k < maxchain; k++) {
+			if (state[b] == B_LIMBO) {
+				uint32_t r = find_root(rep, b);
+				if (r != root)
+					rep[r] = root; /* two groups meet: one group */
+			} else if (state[b] == B_UNKNOWN) {
+				state[b] = B_LIMBO;
+				rep[b] = root;
+			} else {
+				break; /* an owned block: a stale hazard's walk ends */
+			}
 			b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 		}
-		/* A pinned chain is intact and ends in SC_NIL; anything else was a
-		 * stale hazard over reused blocks: end it where the walk ended. */
-		if (b != SC_NIL)
-			atomic_store_explicit(&c->next[last], SC_NIL, memory_order_relaxed);
-		atomic_store_explicit(&c->lnext[head], *limbo_head, memory_order_relaxed);
-		*limbo_head = head;
-		*limbo_n += k;
 	}
+	/* 2. one chain per group, relinked in block order */
+	for (uint32_t b = 0; b < c->nblocks; b++)
+		first[b] = SC_NIL;
+	for (uint32_t b = c->nblocks; b-- > 0;) {
+		if (state[b] != B_LIMBO)
+			continue;
+		uint32_t r = find_root(rep, b);
+		atomic_store_explicit(&c->next[b], first[r], memory_order_relaxed);
+		first[r] = b;
+		(*limbo_n)++;
+	}
+	for (uint32_t r = 0; r < c->nblocks; r++) {
+		uint32_t h = first[r];
+		if (h == SC_NIL)
+			continue;
+		atomic_store_explicit(&c->lnext[h], *limbo_head, memory_order_relaxed);
+		*limbo_head = h;
+	}
+	free(rep);
+	free(first);
+	return 0;
 }
 
 int sc_repair(semcache *c)
@@ -281,20 +339,39 @@ int sc_repair(semcache *c)
 		}
 	}
 
-	/* 3. valid slots the index does not reach */
+	/* 3. valid slots the index does not reach (only a peer scribbling the
+	 * index makes one): indexed in a free way of their bucket, or, with
+	 * the bucket full, emptied, their blocks left to step 4.  Nothing is
+	 * evicted here: eviction would retire blocks into a limbo that step 4
+	 * is about to rebuild. */
 	for (uint32_t s = 0; s < c->slots; s++) {
-		if (seen[s] || !(__atomic_load_n(&c->slot[s].flags, __ATOMIC_RELAXED) & SC_SLOT_USED))
+		struct slot_copy sl;
+		if (seen[s])
+			continue;
+		slot_snapshot(&c->slot[s], &sl);
+		if (!(sl.flags & SC_SLOT_USED))
 			continue;
 		sc_hkey hk;
-		uint8_t d[32];
-		sc_seq_copy(d, c->slot[s].digest, 32);
-		sc_hkey_make(c, d, &hk);
-		sc_index_insert(c, &hk, s);
+		sc_hkey_make(c, sl.digest, &hk);
+		uint32_t bi = sc_index_bucket(c, hk.h), w;
+		struct sc_bucket *b = &c->index[bi];
+		for (w = 0; w < SC_WAYS; w++)
+			if (!atomic_load_explicit(&b->e[w], memory_order_relaxed))
+				break;
+		if (w == SC_WAYS) {
+			unclaim_chain(c, &sl, state);
+			empty_slot(c, s);
+			continue;
+		}
+		__atomic_store_n(&c->slot[s].bucket, bi, __ATOMIC_RELAXED);
+		atomic_store_explicit(&b->e[w], (hk.h & UINT64_C(0xffffffff00000000)) | ((uint64_t)s + 1),
+		                      memory_order_release);
 	}
 
 	/* 4. blocks: used by slots (marked in 1), pinned, or free */
 	uint32_t limbo_head = SC_NIL, limbo_n = 0;
-	keep_pinned(c, state, &limbo_head, &limbo_n);
+	if ((rc = keep_pinned(c, state, &limbo_head, &limbo_n)) < 0)
+		goto out; /* nothing rebuilt yet: needs_repair stays set */
 	uint32_t free_head = SC_NIL, free_n = 0;
 	for (uint32_t i = c->nblocks; i-- > 0;) {
 		if (state[i] != B_UNKNOWN)
