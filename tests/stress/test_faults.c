@@ -485,3 +485,85 @@ Test(faults, slot_fields_flipped_during_verify_invalidate_and_repair_crash_nothi
 	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
 	semcache_close(c);
 }
+
+/* ------------------------------------------------------------------------
+ * A stale hazard on an inner block of a pinned chain, across a repair
+ * ---------------------------------------------------------------------- */
+static int put_fill(semcache *c, const char *k, char fill, int n)
+{
+	char *s = malloc((size_t)n + 1);
+	memset(s, fill, (size_t)n);
+	s[n] = 0;
+	int rc = put_simple(c, "t", k, s);
+	free(s);
+	return rc;
+}
+
+Test(faults, a_stale_hazard_on_an_inner_block_never_frees_part_of_a_pinned_chain)
+{
+	semcache_options o = test_options(64, 0);
+	o.block_size = 64;
+	o.arena_bytes = 64 * 256;
+	o.max_payload = 4096;
+	semcache *c;
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	/* Fragment the free list so the next chain wraps around to lower
+	 * block numbers: retire B's then A's blocks and reclaim them. */
+	cr_assert_eq(put_fill(c, "A", 'a', 60), 0);
+	cr_assert_eq(put_fill(c, "B", 'b', 60), 0);
+	cr_assert_eq(put_fill(c, "B", 'b', 61), 0);
+	cr_assert_eq(put_fill(c, "A", 'a', 61), 0);
+	cr_assert_eq(semcache_invalidate(c, "none", NULL, NULL), 0); /* reclaims */
+	cr_assert_eq(put_fill(c, "X", 'x', 180), 0);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "t", "X", &ref), 0);
+	char saved[4096];
+	size_t off = 0;
+	for (int i = 0; i < ref.iovcnt; i++) {
+		memcpy(saved + off, ref.iov[i].iov_base, ref.iov[i].iov_len);
+		off += ref.iov[i].iov_len;
+	}
+	/* the chain's inner block with the lowest number: a repair that walks
+	 * hazards in order meets it before the chain's own head */
+	uint32_t head = ref.pin_ - 1, low = UINT32_MAX;
+	for (uint32_t b = atomic_load(&c->next[head]); b < c->nblocks; b = atomic_load(&c->next[b]))
+		low = b < low ? b : low;
+	cr_assert_lt(low, head, "setup: the chain does not wrap (head %u)", head);
+	cr_assert_eq(put_fill(c, "X", 'y', 180), 0); /* the pinned chain goes to limbo */
+	/* a reader paused between publishing a stale head and re-checking its
+	 * slot names that inner block */
+	uint32_t hk = 0;
+	cr_assert_eq(sc_hazard_set(&c->seg, low + 1, &hk), 0);
+	/* a writer dies holding the lock: the next put takes over and repairs */
+	pid_t p = fork();
+	if (p == 0) {
+		semcache *w;
+		if (semcache_open(path, NULL, &w) == 0)
+			(void)sc_lock_take(&w->seg, false);
+		_exit(0);
+	}
+	waitpid(p, NULL, 0);
+	semcache_stats st0, st1;
+	cr_assert_eq(semcache_stat(c, &st0), 0);
+	cr_assert_eq(put_fill(c, "Y", 'z', 10), 0);
+	cr_assert_eq(semcache_stat(c, &st1), 0);
+	cr_assert_eq(st1.repairs, st0.repairs + 1, "no repair ran");
+	sc_hazard_clear(&c->seg, hk, low + 1); /* the paused reader moves on */
+	char k[16];
+	for (int i = 0; i < 80; i++) {
+		snprintf(k, sizeof k, "f%d", i);
+		cr_assert_eq(put_fill(c, k, 'Q', 100), 0);
+		if (i == 39)
+			cr_assert_eq(semcache_invalidate(c, "none", NULL, NULL), 0);
+	}
+	off = 0;
+	for (int i = 0; i < ref.iovcnt; i++) {
+		cr_assert_eq(memcmp(saved + off, ref.iov[i].iov_base, ref.iov[i].iov_len), 0,
+		             "the held reference's bytes changed");
+		off += ref.iov[i].iov_len;
+	}
+	cr_assert_eq(semcache_release(c, &ref), 0);
+	char report[1024];
+	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
+	semcache_close(c);
+}
