@@ -663,10 +663,18 @@ static bool chain_checksum_ok(semcache *c, uint32_t head, uint32_t nb, uint32_t 
 	return false;
 }
 
-static void ref_reset(semcache_ref *ref)
+/* Clear *ref, freeing its private copy if it is still registered; false
+ * when it had one that was not (released already, through a copy). */
+static bool ref_reset(semcache_ref *ref)
 {
-	free(ref->owned_);
+	bool ok = true;
+	if (ref->owned_) {
+		ok = sc_owned_take(ref->owned_);
+		if (ok)
+			free(ref->owned_);
+	}
 	memset(ref, 0, sizeof *ref);
+	return ok;
 }
 
 /* Copy the content into memory the reference owns. */
@@ -675,8 +683,13 @@ static int ref_copy(semcache_ref *ref, const uint8_t *rec, size_t off, size_t cl
 	uint8_t *bytes = malloc(clen + 1);
 	if (!bytes)
 		return -ENOMEM;
+	if (sc_owned_add(bytes) < 0) {
+		free(bytes);
+		return -ENOMEM;
+	}
 	memcpy(bytes, rec + off, clen);
-	free(ref->owned_);
+	if (ref->owned_ && sc_owned_take(ref->owned_))
+		free(ref->owned_);
 	ref->owned_ = bytes;
 	ref->iov[0].iov_base = bytes;
 	ref->iov[0].iov_len = clen;
@@ -764,9 +777,13 @@ static int ref_slot(semcache *c, struct find *f, uint32_t s, bool pin)
 		r = sc_checksum(t->rbuf, len) == csum ? ref_copy(ref, t->rbuf, off, clen) : READ_BAD;
 	else if (!chain_checksum_ok(c, head, nb, len, csum))
 		r = READ_BAD; /* a damaged payload is a miss, as for a copying get */
-	else if ((r = ref_build(c, head, nb, off, clen, ref)) == READ_TOO_MANY_RUNS)
+	else if ((r = ref_build(c, head, nb, off, clen, ref)) == READ_TOO_MANY_RUNS) {
+		/* too fragmented for SEMCACHE_REF_IOV iovecs: a private copy,
+		 * which pins nothing (the hazard goes once the copy is made) */
 		r = sc_arena_read(c, head, nb, t->rbuf, len) == 0 ? ref_copy(ref, t->rbuf, off, clen)
 		                                                  : READ_BAD;
+		copy = true;
+	}
 	if (r == READ_OK)
 		ref->len = clen;
 	if (r >= 0) {
@@ -775,10 +792,13 @@ static int ref_slot(semcache *c, struct find *f, uint32_t s, bool pin)
 			r = READ_RETRY;
 	}
 out:
-	if (r != READ_OK) {
-		ref_reset(ref);
+	if (r != READ_OK || copy) {
 		if (pinned)
 			sc_hazard_clear(&c->seg, hk, hval);
+		pinned = false;
+	}
+	if (r != READ_OK) {
+		ref_reset(ref);
 		return r;
 	}
 	ref->handle_ = c;
@@ -867,7 +887,8 @@ int semcache_release(semcache *c, semcache_ref *ref)
 		else
 			rc = -EINVAL; /* released already (through a copy of it) */
 	}
-	ref_reset(ref);
+	if (!ref_reset(ref))
+		rc = -EINVAL; /* its private copy was released already */
 	return rc;
 }
 

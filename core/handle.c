@@ -78,11 +78,21 @@ void sc_wunlock(semcache *c)
  * Registry of open handles, so a forked child can re-register each one.
  * ---------------------------------------------------------------------- */
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t owned_mu = PTHREAD_MUTEX_INITIALIZER; /* see sc_owned_add */
 static semcache *reg_head;
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 
-static void fork_prepare(void) { pthread_mutex_lock(&reg_mu); }
-static void fork_parent(void) { pthread_mutex_unlock(&reg_mu); }
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&reg_mu);
+	pthread_mutex_lock(&owned_mu);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&owned_mu);
+	pthread_mutex_unlock(&reg_mu);
+}
 
 static void fork_child(void)
 {
@@ -90,6 +100,7 @@ static void fork_child(void)
 	 * description: it claims its own on its first call (sc_ensure_record),
 	 * so a child that only exec()s claims nothing. */
 	pthread_mutex_init(&reg_mu, NULL);
+	pthread_mutex_init(&owned_mu, NULL);
 	for (semcache *c = reg_head; c; c = c->reg_next) {
 		sc_seg_fork_child(&c->seg);
 		/* the parent's references are not ours to release */
@@ -134,6 +145,65 @@ static void reg_remove(semcache *c)
 	if (c->reg_next)
 		c->reg_next->reg_prev = c->reg_prev;
 	pthread_mutex_unlock(&reg_mu);
+}
+
+/* ------------------------------------------------------------------------
+ * Private copies handed out by zero-copy references (see core/cache.c):
+ * every live one is registered here, so a release frees a copy once, and
+ * a second release (of a copy of the reference) is told apart instead of
+ * freeing it twice.  A sorted array: few copies are outstanding at once.
+ * ---------------------------------------------------------------------- */
+static void **owned;
+static size_t owned_n, owned_cap;
+
+static size_t owned_pos(const void *p)
+{
+	size_t lo = 0, hi = owned_n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if ((uintptr_t)owned[mid] < (uintptr_t)p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int sc_owned_add(void *p)
+{
+	int rc = 0;
+	pthread_mutex_lock(&owned_mu);
+	if (owned_n == owned_cap) {
+		size_t cap = owned_cap ? owned_cap * 2 : 64;
+		void **n = realloc(owned, cap * sizeof *n);
+		if (!n) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		owned = n;
+		owned_cap = cap;
+	}
+	size_t i = owned_pos(p);
+	memmove(owned + i + 1, owned + i, (owned_n - i) * sizeof *owned);
+	owned[i] = p;
+	owned_n++;
+out:
+	pthread_mutex_unlock(&owned_mu);
+	return rc;
+}
+
+bool sc_owned_take(void *p)
+{
+	bool found = false;
+	pthread_mutex_lock(&owned_mu);
+	size_t i = owned_pos(p);
+	if (i < owned_n && owned[i] == p) {
+		memmove(owned + i, owned + i + 1, (owned_n - i - 1) * sizeof *owned);
+		owned_n--;
+		found = true;
+	}
+	pthread_mutex_unlock(&owned_mu);
+	return found;
 }
 
 /* Every thread of a forked child that uses the handle first waits here

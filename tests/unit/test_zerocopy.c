@@ -422,3 +422,34 @@ Test(zerocopy, release_through_another_handle_of_the_process_unpins)
 	cr_assert_eq(ref.iovcnt, 0);
 	free(content);
 }
+
+Test(zerocopy, a_private_copy_pins_nothing_and_is_freed_once)
+{
+	char *content = pattern(600, 15);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	/* every hazard word of this process in use: the next reference is a
+	 * private copy */
+	semcache_ref held[32];
+	for (int i = 0; i < 32; i++)
+		held[i] = take("k");
+	cr_assert_eq(my_pins(c), 32);
+	semcache_ref copy = take("k"), dup = copy;
+	cr_assert_eq(my_pins(c), 32, "the private copy pins a chain");
+	char *got = gather(&dup);
+	cr_assert_str_eq(got, content);
+	cr_assert_eq(semcache_release(c, &copy), 0);
+	cr_assert_eq(semcache_release(c, &dup), -EINVAL, "a copy released twice");
+	for (int i = 0; i < 32; i++)
+		cr_assert_eq(semcache_release(c, &held[i]), 0);
+	cr_assert_eq(my_pins(c), 0);
+	/* a record whose content header lies beyond the prefix: copied, unpinned */
+	char *key = pattern(6000, 16);
+	cr_assert_eq(put_simple(c, "ns", key, content), 0);
+	semcache_ref big;
+	cr_assert_eq(semcache_get_ref(c, "ns", key, &big), 0);
+	cr_assert_eq(my_pins(c), 0, "a copied reference kept its pin");
+	cr_assert_eq(semcache_release(c, &big), 0);
+	free(key);
+	free(got);
+	free(content);
+}
