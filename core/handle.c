@@ -78,12 +78,18 @@ void sc_wunlock(semcache *c)
  * Registry of open handles, so a forked child can re-register each one.
  * ---------------------------------------------------------------------- */
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Held shared by open and close from before the handle's descriptor
+ * exists until it is on the list (and from taking it off the list until
+ * the descriptor is closed), exclusively by fork(): a child never inherits
+ * a descriptor that its fork handler does not know to let go of. */
+static pthread_rwlock_t fork_guard = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_mutex_t owned_mu = PTHREAD_MUTEX_INITIALIZER; /* see sc_owned_add */
 static semcache *reg_head;
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 
 static void fork_prepare(void)
 {
+	pthread_rwlock_wrlock(&fork_guard);
 	pthread_mutex_lock(&reg_mu);
 	pthread_mutex_lock(&owned_mu);
 }
@@ -92,6 +98,7 @@ static void fork_parent(void)
 {
 	pthread_mutex_unlock(&owned_mu);
 	pthread_mutex_unlock(&reg_mu);
+	pthread_rwlock_unlock(&fork_guard);
 }
 
 static void fork_child(void)
@@ -101,6 +108,7 @@ static void fork_child(void)
 	 * so a child that only exec()s claims nothing. */
 	pthread_mutex_init(&reg_mu, NULL);
 	pthread_mutex_init(&owned_mu, NULL);
+	pthread_rwlock_init(&fork_guard, NULL);
 	for (semcache *c = reg_head; c; c = c->reg_next) {
 		sc_seg_fork_child(&c->seg);
 		/* the parent's references are not ours to release */
@@ -115,7 +123,6 @@ static void reg_init(void) { pthread_atfork(fork_prepare, fork_parent, fork_chil
 
 static void reg_add(semcache *c)
 {
-	pthread_once(&reg_once, reg_init);
 	pthread_mutex_lock(&reg_mu);
 	c->reg_prev = NULL;
 	c->reg_next = reg_head;
@@ -296,11 +303,10 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 	c->clock_ms = co.clock_ms;
 	c->clock_arg = co.clock_arg;
 	c->norecord = (co.flags & SEMCACHE_OPEN_NORECORD) != 0;
-	if ((rc = sc_seg_open(&c->seg, path, opts, &co)) < 0) {
-		pthread_mutex_destroy(&c->rec_mu);
-		free(c);
-		return rc;
-	}
+	pthread_once(&reg_once, reg_init);
+	pthread_rwlock_rdlock(&fork_guard);
+	if ((rc = sc_seg_open(&c->seg, path, opts, &co)) < 0)
+		goto fail;
 	bind_regions(c);
 	c->kernel = sc_kernel_select();
 	if (c->seg.lone && c->seg.me) {
@@ -311,24 +317,30 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 		atomic_store_explicit(&c->hdr->needs_repair, 1, memory_order_relaxed);
 		if ((rc = sc_wlock(c)) < 0) {
 			sc_seg_close(&c->seg);
-			pthread_mutex_destroy(&c->rec_mu);
-			free(c->hz);
-			free(c);
-			return rc;
+			goto fail;
 		}
 		sc_wunlock(c);
 	}
 	reg_add(c);
+	pthread_rwlock_unlock(&fork_guard);
 	*out = c;
 	return 0;
+fail:
+	pthread_rwlock_unlock(&fork_guard);
+	pthread_mutex_destroy(&c->rec_mu);
+	free(c->hz);
+	free(c);
+	return rc;
 }
 
 int semcache_close(semcache *c)
 {
 	if (!c)
 		return 0;
+	pthread_rwlock_rdlock(&fork_guard);
 	reg_remove(c);
 	sc_seg_close(&c->seg);
+	pthread_rwlock_unlock(&fork_guard);
 	pthread_mutex_destroy(&c->rec_mu);
 	free(c->hz);
 	free(c);

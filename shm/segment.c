@@ -398,13 +398,49 @@ static int open_existing(const char *path)
 }
 
 /*
- * A new segment is built in a temporary file of an unpredictable name beside
- * the path (mkostemp: O_EXCL, so nothing planted there is followed), and
- * link()ed into place once complete: the path never names a half-made
- * segment, and link(), unlike rename(), fails rather than replace a
- * segment another process put there meanwhile (-EEXIST: attach to theirs).
- * The temporary name is unlinked in every case.
+ * A new segment is built in an anonymous file (O_TMPFILE in the path's
+ * directory) and linked into place once complete: the path never names a
+ * half-made segment, a creator killed half-way leaves nothing behind (the
+ * kernel frees an unlinked inode), and linkat(), unlike rename(), fails
+ * rather than replace a segment another process put there meanwhile
+ * (-EEXIST: attach to theirs).  Linking an anonymous file needs
+ * CAP_DAC_READ_SEARCH (AT_EMPTY_PATH) or /proc (/proc/self/fd/N); where
+ * neither works, or the file system has no O_TMPFILE, the segment is built
+ * under an unpredictable name instead (mkostemp: O_EXCL, so nothing planted
+ * there is followed), link()ed, and that name unlinked in every case: only
+ * a creator killed in that window leaves a "<path>.new-XXXXXX" behind.
  */
+static int build_and_link(struct sc_seg *s, const char *path, const char *tmpname,
+                          const semcache_options *co)
+{
+	int rc;
+	/* the mode exactly as asked, whatever the umask */
+	if (fchmod(s->fd, (co->flags & SEMCACHE_OPEN_GROUP) ? 0660 : 0600) < 0 ||
+	    flock(s->fd, LOCK_EX) < 0)
+		return -errno;
+	if ((rc = create_segment(s, co)) < 0)
+		return rc;
+	if (tmpname)
+		return link(tmpname, path) < 0 ? -errno : 0;
+	if (linkat(s->fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno == EEXIST)
+		return -EEXIST;
+	char proc[64];
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", s->fd);
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0)
+		return 0;
+	return errno == EEXIST ? -EEXIST : -ENOLINK; /* cannot name it: try a named temporary */
+}
+
+static void drop_new(struct sc_seg *s)
+{
+	unmap_file(s);
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
 static int create_new(struct sc_seg *s, const char *path, const semcache_options *co)
 {
 	size_t len = strlen(path) + 16;
@@ -412,33 +448,38 @@ static int create_new(struct sc_seg *s, const char *path, const semcache_options
 	int rc;
 	if (!tmp)
 		return -ENOMEM;
+	/* the directory of path, for O_TMPFILE */
+	snprintf(tmp, len, "%s", path);
+	char *slash = strrchr(tmp, '/');
+	if (!slash)
+		snprintf(tmp, len, ".");
+	else if (slash == tmp)
+		tmp[1] = '\0';
+	else
+		*slash = '\0';
+	s->fd = open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (s->fd >= 0) {
+		rc = build_and_link(s, path, NULL, co);
+		if (rc != -ENOLINK) {
+			if (rc < 0)
+				drop_new(s);
+			goto out;
+		}
+		drop_new(s);
+	} else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+		rc = -errno;
+		goto out;
+	}
 	snprintf(tmp, len, "%s.new-XXXXXX", path);
 	s->fd = mkostemp(tmp, O_CLOEXEC);
 	if (s->fd < 0) {
 		rc = -errno;
 		goto out;
 	}
-	/* the mode exactly as asked, whatever the umask */
-	if (fchmod(s->fd, (co->flags & SEMCACHE_OPEN_GROUP) ? 0660 : 0600) < 0 ||
-	    flock(s->fd, LOCK_EX) < 0) {
-		rc = -errno;
-		goto drop;
-	}
-	if ((rc = create_segment(s, co)) < 0)
-		goto drop;
-	if (link(tmp, path) < 0) {
-		rc = -errno;
-		goto drop;
-	}
+	rc = build_and_link(s, path, tmp, co);
 	unlink(tmp);
-	rc = 0;
-	goto out;
-drop:
-	unlink(tmp);
-	unmap_file(s);
-	if (s->fd >= 0)
-		close(s->fd);
-	s->fd = -1;
+	if (rc < 0)
+		drop_new(s);
 out:
 	free(tmp);
 	return rc;

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <dirent.h>
+#include <signal.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -504,4 +506,42 @@ Test(segment, a_lock_word_naming_a_dead_record_is_taken_over_and_repaired)
 	char report[1024];
 	cr_assert_eq(semcache_verify(c, report, sizeof report), 0, "%s", report);
 	semcache_close(c);
+}
+
+Test(segment, a_creator_killed_half_way_leaves_nothing_behind)
+{
+	char *dir = strdup(path), *slash = strrchr(dir, '/');
+	*slash = 0;
+	const char *base = slash + 1;
+	for (int delay_ms = 1; delay_ms <= 16; delay_ms *= 2) {
+		unlink(path);
+		pid_t p = fork();
+		if (p == 0) {
+			semcache *c;
+			semcache_options o = test_options(1u << 16, 64);
+			o.arena_bytes = 128u << 20; /* long enough to be killed inside */
+			_exit(semcache_open(path, &o, &c) == 0 ? 0 : 1);
+		}
+		struct timespec ts = { 0, delay_ms * 1000000L };
+		nanosleep(&ts, NULL);
+		kill(p, SIGKILL);
+		waitpid(p, NULL, 0);
+		DIR *d = opendir(dir);
+		cr_assert_not_null(d);
+		struct dirent *e;
+		while ((e = readdir(d)))
+			cr_assert(strncmp(e->d_name, base, strlen(base)) != 0 || !strcmp(e->d_name, base),
+			          "a killed creator left %s behind", e->d_name);
+		closedir(d);
+		/* and the path is either absent or a whole segment */
+		semcache *c = NULL;
+		semcache_options no;
+		memset(&no, 0, sizeof no);
+		no.flags = SEMCACHE_OPEN_NOCREATE;
+		int rc = semcache_open(path, &no, &c);
+		cr_assert(rc == 0 || rc == -ENOENT, "after a kill at %d ms: %s", delay_ms,
+		          semcache_strerror(rc));
+		semcache_close(c);
+	}
+	free(dir);
 }
