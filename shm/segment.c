@@ -658,16 +658,30 @@ int sc_seg_destroy(const char *path, int force)
 	int fd = open_existing(path);
 	if (fd < 0)
 		return fd;
+	struct stat st, pst;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	/* only the owner's own segment: a file of another user is refused
+	 * here as on open, whatever its mode */
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+		rc = SEMCACHE_EUNSAFE;
+		goto out;
+	}
 	if (!force && flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		goto out;
 	}
 	uint64_t magic = 0;
-	struct stat st;
-	if (fstat(fd, &st) == 0 && st.st_size > 0 &&
-	    (pread(fd, &magic, 8, 0) != 8 || magic != SC_MAGIC)) {
+	if (st.st_size > 0 && (pread(fd, &magic, 8, 0) != 8 || magic != SC_MAGIC)) {
 		/* Refuse to delete something that is not ours. */
 		rc = SEMCACHE_ENOTSEMCACHE;
+		goto out;
+	}
+	/* the path must still name the file we checked */
+	if (lstat(path, &pst) < 0 || pst.st_ino != st.st_ino || pst.st_dev != st.st_dev) {
+		rc = -EAGAIN;
 		goto out;
 	}
 	if (unlink(path) < 0)

@@ -303,6 +303,11 @@ Test(segment, a_file_of_another_user_is_refused)
 	cr_assert_eq(open_plain(), SEMCACHE_EUNSAFE);
 	segment_owned_by(12345, 12345, 0600);
 	cr_assert_eq(open_plain(), SEMCACHE_EUNSAFE);
+	/* nor destroyed, forced or not */
+	cr_assert_eq(semcache_destroy(path, 0), SEMCACHE_EUNSAFE);
+	cr_assert_eq(semcache_destroy(path, 1), SEMCACHE_EUNSAFE);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0, "another user's segment was deleted");
 }
 
 Test(segment, permission_bits_broader_than_asked_are_refused)
