@@ -1392,7 +1392,8 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	prom_family(f, "info", "gauge", "Segment identity; the value is always 1.");
 	fputs("semcache_info{path=\"", f);
 	prom_label_value(f, g_path);
-	fprintf(f, "\",version=\"%s\",quant=\"%s\"} 1\n", semcache_version(NULL, NULL, NULL), quant_name(st->quant));
+	fprintf(f, "\",version=\"%s\",quant=\"%s\"} 1\n", semcache_version(NULL, NULL, NULL),
+	        quant_name(st->quant));
 	prom_u64(f, "slots", "gauge", "Entry capacity of the segment.", st->slots);
 	prom_u64(f, "dim", "gauge", "Embedding dimension (0 = no embeddings).", st->dim);
 	prom_u64(f, "block_size_bytes", "gauge", "Payload block size.", st->block_size);
