@@ -23,7 +23,9 @@ static const char *const own[] = {
 	[10] = "embedding has NaN/Inf values or zero norm",
 	[11] = "segment was created without embeddings",
 	[12] = "no room: the remaining space is held by readers",
-	[13] = "too many retries against concurrent writers",
+	/* not -EBUSY ("Device or resource busy"): this one means we waited */
+	[13] = "gave up waiting: the writer lock stayed held by a live process, "
+	       "or the segment file kept being replaced",
 };
 
 const char *semcache_strerror(int err)

@@ -12,15 +12,15 @@
  *  - Every call returns 0 on success or a negative error code: a negative
  *    errno (-EINVAL, -ENOMEM, ...) or one of the SEMCACHE_E* codes below,
  *    which live in a reserved range.  semcache_strerror() names any code.
- *  - Every call that takes the writer lock (put, delete, invalidate, verify, get
- *    with SEMCACHE_GET_TOUCH, and open when it repairs) may also return
- *    SEMCACHE_EBUSY (a live process held the lock for 30 s), -ENOMEM (a
- *    repair after a writer died could not allocate its scratch; the
- *    structure stays marked for repair and the next writer tries again),
+ *  - Every call that takes the writer lock (put, delete, invalidate, verify,
+ *    get with SEMCACHE_GET_TOUCH, and open when it repairs) may also return
+ *    SEMCACHE_EBUSY (a live process held the lock for 30 s, never -EBUSY),
+ *    -ENOMEM (a repair after a writer died could not allocate its scratch;
+ *    the structure stays marked for repair and the next writer tries again),
  *    SEMCACHE_ECORRUPT, or SEMCACHE_EPROCFULL when the handle holds no
- *    process record (SEMCACHE_OPEN_NORECORD, or a forked child that could
- *    not claim one): the lock names its holder's record.  Readers (get,
- *    get_ref, search, foreach, stat) never take it and never wait.
+ *    process record (SEMCACHE_OPEN_NORECORD, or a forked child that could not
+ *    claim one): the lock names its holder's record.  Readers (get, get_ref,
+ *    search, foreach, stat) never take it and never wait.
  *  - No call aborts on bad input.  Pointers documented as "may be NULL" may
  *    be; any other NULL pointer argument yields -EINVAL.
  *  - Strings are NUL-terminated UTF-8 (not checked: bytes are stored as
@@ -35,8 +35,9 @@
  *  - -EBUSY and SEMCACHE_EBUSY are different codes.  SEMCACHE_EBUSY means
  *    "gave up after waiting" (a live process held the writer lock for 30 s,
  *    or semcache_open() saw the file replaced under it over and over);
- *    -EBUSY is returned only by semcache_destroy() (the segment is in use).
- *    No other public call returns -EBUSY.
+ *    -EBUSY is returned by semcache_destroy() (the segment is in use);
+ *    apart from an errno the file system itself gives open(), no other
+ *    public call returns -EBUSY.
  *
  * Growing structs (the compatibility rule)
  *  - Structs the caller fills and passes in (semcache_options,
@@ -110,7 +111,9 @@ SEMCACHE_API const char *semcache_version(int *major, int *minor, int *patch);
 #define SEMCACHE_EEMBEDDING   (-30010) /* embedding has NaN/Inf or zero norm */
 #define SEMCACHE_ENOSEMANTIC  (-30011) /* segment was created without embeddings (dim 0) */
 #define SEMCACHE_EFULL        (-30012) /* no room: remaining space is held by readers */
-#define SEMCACHE_EBUSY        (-30013) /* retried too often against concurrent writers */
+#define SEMCACHE_EBUSY        (-30013) /* gave up waiting (not -EBUSY): the writer lock
+                                        * stayed held by a live process for 30 s, or
+                                        * open saw the file replaced over and over */
 #define SEMCACHE_ELAST        (-30013)
 
 /* Name any return code: never NULL, static storage. */
@@ -130,7 +133,8 @@ typedef struct semcache semcache; /* opaque */
 #define SEMCACHE_OPEN_NORECORD 0x08u /* take no process record (inspection tools:
                                       * works when the table is full; such a handle
                                       * counts nothing, cannot semcache_get_ref and
-                                      * cannot write: SEMCACHE_EPROCFULL) */
+                                      * cannot write: SEMCACHE_EPROCFULL), not even
+                                      * in a child after fork() */
 #define SEMCACHE_QUANT_INT8    0x10u /* keep an int8 copy of rows for a two-stage scan */
 #define SEMCACHE_QUANT_BITS    0x20u /* keep a sign-bit copy of rows for a two-stage scan */
 

@@ -472,6 +472,9 @@ Test(cache, strerror_names_every_code)
 		cr_assert_str_neq(s, "unknown semcache error", "code %d unnamed", e);
 	}
 	cr_assert_str_eq(semcache_strerror(-EINVAL), strerror(EINVAL));
+	/* The two "busy" codes are different codes with different names. */
+	cr_assert_neq(SEMCACHE_EBUSY, -EBUSY);
+	cr_assert_str_neq(semcache_strerror(SEMCACHE_EBUSY), semcache_strerror(-EBUSY));
 	cr_assert_not_null(semcache_strerror(12345));
 	cr_assert_not_null(semcache_strerror(-30099));
 }
@@ -613,4 +616,30 @@ Test(cache, version_reports_the_library)
 	cr_assert_str_eq(v, expect);
 	cr_assert_eq(semcache_version(NULL, NULL, NULL), v);
 	cr_assert_eq((major << 16) | (minor << 8) | patch, SEMCACHE_VERSION_NUMBER);
+}
+
+Test(cache, zero_copy_reference_outlives_a_delete_of_its_entry)
+{
+	cr_assert_eq(put_simple(c, "ns", "k", "pinned content"), 0);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), 0);
+	cr_assert_eq(semcache_delete(c, "ns", "k"), 0);
+	/* Churn the arena so that unpinned blocks would be reused. */
+	char key[16];
+	for (int i = 0; i < 2000; i++) {
+		snprintf(key, sizeof key, "churn%d", i % 200);
+		cr_assert_eq(put_simple(c, "ns", key, "some other content entirely"), 0);
+	}
+	char got[64] = { 0 };
+	size_t off = 0;
+	for (int i = 0; i < ref.iovcnt; i++) {
+		cr_assert_leq(off + ref.iov[i].iov_len, sizeof got - 1);
+		memcpy(got + off, ref.iov[i].iov_base, ref.iov[i].iov_len);
+		off += ref.iov[i].iov_len;
+	}
+	cr_assert_eq(off, ref.len);
+	cr_assert_str_eq(got, "pinned content");
+	semcache_release(c, &ref);
+	cr_assert_not(get_ok("ns", "k"));
+	assert_consistent();
 }
