@@ -988,9 +988,11 @@ int semcache_search_ex(semcache *c, const char *ns, const char *scope, const flo
 		return -EINVAL;
 	memset(m, 0, sizeof *m);
 	int rc = semcache_search_topk(c, ns, scope, query, dim, threshold, m, 1, &n);
-	if (rc < 0)
-		return rc;
-	return n ? 0 : SEMCACHE_ENOTFOUND;
+	if (rc == 0 && n == 1)
+		return 0;
+	/* topk freed whatever it had placed: leave nothing that looks owned */
+	memset(m, 0, sizeof *m);
+	return rc < 0 ? rc : SEMCACHE_ENOTFOUND;
 }
 
 int semcache_search(semcache *c, const char *ns, const char *scope, const float *query,
