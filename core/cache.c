@@ -257,7 +257,7 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	if (c)
 		sc_ensure_record(c);
 	if (!c || !a || !a->ns || !a->key || !a->response || a->exact_ttl_ms < 0 ||
-	    a->semantic_ttl_ms < 0)
+	    a->semantic_ttl_ms < 0 || !SC_RESERVED_ZERO(a) || !SC_RESERVED_ZERO(a->response))
 		return -EINVAL;
 	if (!(t = scratch()))
 		return -ENOMEM;
@@ -895,14 +895,18 @@ int semcache_release(semcache *c, semcache_ref *ref)
 /* ------------------------------------------------------------------------
  * search
  * ---------------------------------------------------------------------- */
+/* Validate the query and normalise it into t->emb; *threshold NAN becomes
+ * the segment's default (validated on attach, so in [-1, 1]). */
 static int check_query(semcache *c, struct tls_scratch *t, const float *query, uint32_t dim,
-                       float threshold)
+                       float *threshold)
 {
 	if (!c->dim)
 		return SEMCACHE_ENOSEMANTIC;
 	if (dim != c->dim)
 		return SEMCACHE_EDIM;
-	if (!isfinite(threshold) || threshold < -1.0f || threshold > 1.0f)
+	if (isnan(*threshold))
+		*threshold = c->threshold;
+	if (!isfinite(*threshold) || *threshold < -1.0f || *threshold > 1.0f)
 		return -EINVAL;
 	if (!grow((void **)&t->emb, &t->ecap, (size_t)c->dim * 4))
 		return -ENOMEM;
@@ -956,12 +960,11 @@ int semcache_search_topk(semcache *c, const char *ns, const char *scope, const f
 	*n = 0;
 	if (!(t = scratch()))
 		return -ENOMEM;
-	if ((rc = check_query(c, t, query, dim, threshold)) < 0)
+	if ((rc = check_query(c, t, query, dim, &threshold)) < 0)
 		return rc;
 	if (!scope)
 		scope = "";
-	size_t ns_len = strlen(ns), scope_len = strlen(scope);
-	uint64_t tag = sc_scope_tag(c, ns, ns_len, scope, scope_len);
+	uint64_t tag = sc_scope_tag(c, ns, strlen(ns), scope, strlen(scope));
 	int64_t now = sc_now(c);
 
 	sc_cand cand[64 + SC_SCAN_EXTRA];
@@ -988,16 +991,19 @@ int semcache_search_topk(semcache *c, const char *ns, const char *scope, const f
 			best_seen = v.score;
 		if (v.score < threshold)
 			continue;
-		semcache_response *resp = NULL;
-		sc_ids ids;
-		rc = sc_codec_decode(t->rbuf, v.len, &resp, &ids);
+		/* The identity is copied into the response's own allocation, so
+		 * the caller can check the candidate and frees one thing. */
+		semcache_match m = { .similarity = v.score, .slot = s, .created_ms = v.created_ms,
+		                     .exact_expiry_ms = v.exact_exp_ms,
+		                     .semantic_expiry_ms = v.sem_exp_ms };
+		rc = sc_codec_decode_with_ids(t->rbuf, v.len, &m.response, &m.ns, &m.key, &m.scope);
 		if (rc == -ENOMEM)
 			goto fail;
 		/* Absolute isolation: the record itself must name the caller's
-		 * namespace and scope, whatever the 64-bit tag said. */
-		if (rc < 0 || ids.ns_len != ns_len || memcmp(ids.ns, ns, ns_len) != 0 ||
-		    ids.scope_len != scope_len || memcmp(ids.scope, scope, scope_len) != 0) {
-			semcache_response_free(resp);
+		 * namespace and scope, whatever the 64-bit tag said.  Stored
+		 * strings hold no NUL (the codec refuses them), so strcmp is exact. */
+		if (rc < 0 || strcmp(m.ns, ns) != 0 || strcmp(m.scope, scope) != 0) {
+			semcache_response_free(m.response);
 			continue;
 		}
 		mark_referenced(c, s);
@@ -1007,8 +1013,7 @@ int semcache_search_topk(semcache *c, const char *ns, const char *scope, const f
 			matches[j] = matches[j - 1];
 			j--;
 		}
-		matches[j].response = resp;
-		matches[j].similarity = v.score;
+		matches[j] = m;
 	}
 	*n = got;
 	if (got) {
@@ -1026,23 +1031,79 @@ fail:
 	return rc;
 }
 
+int semcache_search_ex(semcache *c, const char *ns, const char *scope, const float *query,
+                       uint32_t dim, float threshold, semcache_match *m)
+{
+	size_t n = 0;
+	if (!m)
+		return -EINVAL;
+	memset(m, 0, sizeof *m);
+	int rc = semcache_search_topk(c, ns, scope, query, dim, threshold, m, 1, &n);
+	if (rc == 0 && n == 1)
+		return 0;
+	/* topk freed whatever it had placed: leave nothing that looks owned */
+	memset(m, 0, sizeof *m);
+	return rc < 0 ? rc : SEMCACHE_ENOTFOUND;
+}
+
 int semcache_search(semcache *c, const char *ns, const char *scope, const float *query,
                     uint32_t dim, float threshold, semcache_response **out, float *similarity)
 {
 	semcache_match m;
-	size_t n = 0;
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	int rc = semcache_search_topk(c, ns, scope, query, dim, threshold, &m, 1, &n);
+	int rc = semcache_search_ex(c, ns, scope, query, dim, threshold, &m);
 	if (rc < 0)
 		return rc;
-	if (n == 0)
-		return SEMCACHE_ENOTFOUND;
 	*out = m.response;
 	if (similarity)
 		*similarity = m.similarity;
 	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * delete
+ * ---------------------------------------------------------------------- */
+/*
+ * One entry, found through the index by its digest (the SHA-256 of the
+ * exact namespace and key, so no prefix or hash collision can widen it),
+ * removed by sc_slot_clear(), which keeps the writer invariant.
+ */
+int semcache_delete(semcache *c, const char *ns, const char *key)
+{
+	uint8_t digest[32];
+	sc_hkey hk;
+	int rc;
+
+	if (c)
+		sc_ensure_record(c);
+	if (!c || !ns || !key)
+		return -EINVAL;
+	if ((rc = sc_key_digest(ns, key, digest)) < 0)
+		return rc;
+	sc_hkey_make(c, digest, &hk);
+
+	if ((rc = sc_wlock(c)) < 0)
+		return rc;
+	rc = SEMCACHE_ENOTFOUND;
+	uint32_t s = sc_index_find_w(c, &hk);
+	if (s != SC_NIL) {
+		/* An entry past both deadlines was already gone for readers:
+		 * removing it is reclaiming an expired entry, not a delete. */
+		if (sc_slot_dead(&c->slot[s], sc_now(c))) {
+			COUNT(c, expirations);
+		} else {
+			COUNT(c, deletes);
+			rc = 0;
+		}
+		sc_slot_clear(c, s);
+		if (atomic_load_explicit(&c->hdr->limbo_fresh, memory_order_relaxed) >=
+		    SC_RECLAIM_BATCH)
+			sc_arena_reclaim(c);
+	}
+	sc_wunlock(c);
+	return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -1123,6 +1184,7 @@ static void counters_load(semcache_counters *o, struct sc_counters *s)
 	o->evictions += atomic_load_explicit(&s->evictions, memory_order_relaxed);
 	o->expirations += atomic_load_explicit(&s->expirations, memory_order_relaxed);
 	o->invalidations += atomic_load_explicit(&s->invalidations, memory_order_relaxed);
+	o->deletes += atomic_load_explicit(&s->deletes, memory_order_relaxed);
 	uint32_t b = atomic_load_explicit(&s->sem_miss_best, memory_order_relaxed);
 	if (b) {
 		float f;

@@ -730,7 +730,10 @@ static const char *put_str(char **sp, const uint8_t *s, size_t n)
 /* ------------------------------------------------------------------------
  * Public entry points
  * ---------------------------------------------------------------------- */
-int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids *ids)
+/* idcopy, when given, receives copies of ns, key and scope made inside the
+ * one allocation (see sc_codec_decode_with_ids). */
+static int decode(const void *buf, size_t len, semcache_response **out, sc_ids *ids,
+                  const char *idcopy[3])
 {
 	static const int texts[] = { F_CONTENT, F_MODEL, F_FINISH, F_REASONING, F_METADATA };
 	const char *txt[F_COUNT] = { 0 };
@@ -760,6 +763,8 @@ int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
 		if (sc.str[texts[i]])
 			sc.size += sc.len[texts[i]] + 1;
+	if (idcopy)
+		sc.size += sc.len[F_NS] + sc.len[F_KEY] + sc.len[F_SCOPE] + 3;
 
 	res = malloc(sc.size);
 	if (!res) {
@@ -772,6 +777,12 @@ int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
 		if (sc.str[texts[i]])
 			txt[texts[i]] = put_str(&sp, sc.str[texts[i]], sc.len[texts[i]]);
+	if (idcopy) {
+		/* scan_record() saw all three (REQUIRED_MASK includes them) */
+		idcopy[0] = put_str(&sp, sc.str[F_NS], sc.len[F_NS]);
+		idcopy[1] = put_str(&sp, sc.str[F_KEY], sc.len[F_KEY]);
+		idcopy[2] = put_str(&sp, sc.str[F_SCOPE], sc.len[F_SCOPE]);
+	}
 
 	/* Pass 2 over the tool calls only: pass 1 validated them, so a failure
 	 * here would mean a bug, and it is still reported rather than trusted. */
@@ -810,6 +821,25 @@ int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids
 	rc = 0;
 out:
 	free(res);
+	return rc;
+}
+
+int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids *ids)
+{
+	return decode(buf, len, out, ids, NULL);
+}
+
+int sc_codec_decode_with_ids(const void *buf, size_t len, semcache_response **out,
+                             const char **ns, const char **key, const char **scope)
+{
+	const char *idcopy[3] = { NULL, NULL, NULL };
+
+	if (!ns || !key || !scope)
+		return -EINVAL;
+	int rc = decode(buf, len, out, NULL, idcopy);
+	*ns = idcopy[0];
+	*key = idcopy[1];
+	*scope = idcopy[2];
 	return rc;
 }
 

@@ -53,6 +53,15 @@ int sc_codec_encode(const char *ns, const char *key, const char *scope,
 int sc_codec_decode(const void *buf, size_t len, semcache_response **out, sc_ids *ids);
 
 /*
+ * sc_codec_decode() that also copies the identity (namespace, key, scope)
+ * into the same allocation as NUL-terminated strings, *ns, *key, *scope:
+ * freed with the response, so a caller that hands them out has one thing
+ * to free.
+ */
+int sc_codec_decode_with_ids(const void *buf, size_t len, semcache_response **out,
+                             const char **ns, const char **key, const char **scope);
+
+/*
  * Read only the identity fields, allocating nothing.  Same validation of
  * the bytes it reads as sc_codec_decode (it need not validate the rest).
  */

@@ -23,7 +23,9 @@ static const char *const own[] = {
 	[10] = "embedding has NaN/Inf values or zero norm",
 	[11] = "segment was created without embeddings",
 	[12] = "no room: the remaining space is held by readers",
-	[13] = "busy: the writer lock was held by a live process too long, or too many retries",
+	/* not -EBUSY ("Device or resource busy"): this one means we waited */
+	[13] = "gave up waiting: the writer lock stayed held by a live process, "
+	       "or the segment file kept being replaced",
 	[14] = "unsafe segment file: a symbolic link, not a regular file, another user's, "
 	       "or readable or writable beyond the mode asked for",
 };

@@ -40,6 +40,54 @@ void semcache_options_init(semcache_options *o)
 	o->exact_ttl_ms = INT64_C(3600) * 1000;
 	o->semantic_ttl_ms = INT64_C(86400) * 1000;
 	o->threshold = 0.92f;
+	/* Geometry filled in here is a default for creation, not a demand on
+	 * a segment that exists: without this, options_init() + open() failed
+	 * with SEMCACHE_EGEOMETRY on any segment made with other sizes. */
+	o->defaults = SEMCACHE_GEOM_ALL;
+}
+
+const char *semcache_version(int *major, int *minor, int *patch)
+{
+	if (major)
+		*major = SEMCACHE_VERSION_MAJOR;
+	if (minor)
+		*minor = SEMCACHE_VERSION_MINOR;
+	if (patch)
+		*patch = SEMCACHE_VERSION_PATCH;
+#define SC_STR_(x) #x
+#define SC_STR(x) SC_STR_(x)
+	return SC_STR(SEMCACHE_VERSION_MAJOR) "." SC_STR(SEMCACHE_VERSION_MINOR) "."
+	       SC_STR(SEMCACHE_VERSION_PATCH);
+#undef SC_STR
+#undef SC_STR_
+}
+
+/*
+ * What the caller demands of an existing segment: the geometry fields that
+ * are requirements (see semcache_options in semcache.h), the others zeroed,
+ * which the segment layer reads as "take the segment's".  A field is a
+ * default when its bit is set in o->defaults and it still holds the value
+ * semcache_options_init() gives it.
+ */
+static semcache_options attach_requirements(const semcache_options *o)
+{
+	semcache_options d, r = *o;
+	semcache_options_init(&d);
+#define SC_DEFAULTED(field, bit) ((o->defaults & (bit)) && o->field == d.field)
+	if (SC_DEFAULTED(slots, SEMCACHE_GEOM_SLOTS))
+		r.slots = 0;
+	if (SC_DEFAULTED(dim, SEMCACHE_GEOM_DIM))
+		r.dim = 0;
+	if (SC_DEFAULTED(arena_bytes, SEMCACHE_GEOM_ARENA))
+		r.arena_bytes = 0;
+	if (SC_DEFAULTED(block_size, SEMCACHE_GEOM_BLOCK_SIZE))
+		r.block_size = 0;
+	if (SC_DEFAULTED(max_procs, SEMCACHE_GEOM_MAX_PROCS))
+		r.max_procs = 0;
+	if (SC_DEFAULTED(max_payload, SEMCACHE_GEOM_MAX_PAYLOAD))
+		r.max_payload = 0;
+#undef SC_DEFAULTED
+	return r;
 }
 
 int64_t sc_now(const semcache *c)
@@ -221,8 +269,10 @@ void sc_ensure_record_slow(semcache *c)
 {
 	pthread_mutex_lock(&c->rec_mu);
 	if (atomic_load_explicit(&c->need_record, memory_order_relaxed)) {
-		if (!c->norecord)
-			(void)sc_seg_reattach(&c->seg);
+		/* A NORECORD handle takes no record here either, but gets its own
+		 * file description back, or it could not tell live records from
+		 * dead ones (sc_proc_alive would answer "alive" for all). */
+		(void)sc_seg_reattach(&c->seg, !c->norecord);
 		atomic_store_explicit(&c->need_record, 0, memory_order_release);
 	}
 	pthread_mutex_unlock(&c->rec_mu);
@@ -281,8 +331,11 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 		return -EINVAL;
 
 	/* Creation takes the caller's geometry where given, defaults elsewhere. */
-	semcache_options co = defaults;
+	semcache_options co = defaults, req;
 	if (opts) {
+		if (!SC_RESERVED_ZERO(opts) || (opts->defaults & ~SEMCACHE_GEOM_ALL))
+			return -EINVAL;
+		req = attach_requirements(opts);
 		co = *opts;
 		if (!co.slots) co.slots = defaults.slots;
 		if (!co.arena_bytes) co.arena_bytes = defaults.arena_bytes;
@@ -305,7 +358,7 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 	c->norecord = (co.flags & SEMCACHE_OPEN_NORECORD) != 0;
 	pthread_once(&reg_once, reg_init);
 	pthread_rwlock_rdlock(&fork_guard);
-	if ((rc = sc_seg_open(&c->seg, path, opts, &co)) < 0)
+	if ((rc = sc_seg_open(&c->seg, path, opts ? &req : NULL, &co)) < 0)
 		goto fail;
 	bind_regions(c);
 	c->kernel = sc_kernel_select();

@@ -122,6 +122,19 @@ static inline void sc_ensure_record(semcache *c)
 }
 #define SC_COUNTERS(c) ((c)->seg.me ? &(c)->seg.me->c : NULL)
 
+/* The reserved_ words of a caller's struct are all zero ("Growing structs"
+ * in semcache.h): a non-zero one is a request from a newer header that
+ * this library cannot honour, refused rather than ignored. */
+static inline bool sc_reserved_zero(const uint64_t *w, size_t n)
+{
+	uint64_t any = 0;
+	for (size_t i = 0; i < n; i++)
+		any |= w[i];
+	return any == 0;
+}
+#define SC_RESERVED_ZERO(p) \
+	sc_reserved_zero((p)->reserved_, sizeof (p)->reserved_ / sizeof (p)->reserved_[0])
+
 /* ---- core/arena.c: payload blocks (all under wlock) ---- */
 static inline uint8_t *sc_block(const semcache *c, uint32_t b)
 {

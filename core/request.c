@@ -173,6 +173,10 @@ static int request_check(const semcache_request *r)
 	if (temperature_given(r->temperature) &&
 	    (isinf(r->temperature) || r->temperature < 0.0))
 		return -EINVAL;
+	/* Reserved words are for later versions: refuse what we cannot honour. */
+	for (size_t i = 0; i < sizeof r->reserved_ / sizeof r->reserved_[0]; i++)
+		if (r->reserved_[i])
+			return -EINVAL;
 	return 0;
 }
 

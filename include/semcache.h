@@ -12,15 +12,15 @@
  *  - Every call returns 0 on success or a negative error code: a negative
  *    errno (-EINVAL, -ENOMEM, ...) or one of the SEMCACHE_E* codes below,
  *    which live in a reserved range.  semcache_strerror() names any code.
- *  - Every call that takes the writer lock (put, invalidate, verify, get
- *    with SEMCACHE_GET_TOUCH, and open when it repairs) may also return
- *    SEMCACHE_EBUSY (a live process held the lock for 30 s), -ENOMEM (a
- *    repair after a writer died could not allocate its scratch; the
- *    structure stays marked for repair and the next writer tries again),
+ *  - Every call that takes the writer lock (put, delete, invalidate, verify,
+ *    get with SEMCACHE_GET_TOUCH, and open when it repairs) may also return
+ *    SEMCACHE_EBUSY (a live process held the lock for 30 s, never -EBUSY),
+ *    -ENOMEM (a repair after a writer died could not allocate its scratch;
+ *    the structure stays marked for repair and the next writer tries again),
  *    SEMCACHE_ECORRUPT, or SEMCACHE_EPROCFULL when the handle holds no
- *    process record (SEMCACHE_OPEN_NORECORD, or a forked child that could
- *    not claim one): the lock names its holder's record.  Readers (get,
- *    get_ref, search, foreach, stat) never take it and never wait.
+ *    process record (SEMCACHE_OPEN_NORECORD, or a forked child that could not
+ *    claim one): the lock names its holder's record.  Readers (get, get_ref,
+ *    search, foreach, stat) never take it and never wait.
  *  - No call aborts on bad input.  Pointers documented as "may be NULL" may
  *    be; any other NULL pointer argument yields -EINVAL.
  *  - Strings are NUL-terminated UTF-8 (not checked: bytes are stored as
@@ -30,7 +30,34 @@
  *  - Thread safety: one handle may be used by many threads of a process at
  *    once, except semcache_close(), which must be the last call on it.
  *  - fork(): a handle opened before fork() keeps working in the child; the
- *    child gets its own process record automatically.
+ *    child gets its own process record automatically on its first call (a
+ *    SEMCACHE_OPEN_NORECORD handle never takes one, in the child either).
+ *  - -EBUSY and SEMCACHE_EBUSY are different codes.  SEMCACHE_EBUSY means
+ *    "gave up after waiting" (a live process held the writer lock for 30 s,
+ *    or semcache_open() saw the file replaced under it over and over);
+ *    -EBUSY is returned by semcache_destroy() (the segment is in use);
+ *    apart from an errno the file system itself gives open(), no other
+ *    public call returns -EBUSY.
+ *
+ * Growing structs (the compatibility rule)
+ *  - Structs the caller fills and passes in (semcache_options,
+ *    semcache_put_args, semcache_response given to put, semcache_request)
+ *    end in reserved_ words that must be zero: semcache_options_init(),
+ *    designated initialisers and "= {0}" all do that.  A later version
+ *    gives those words meaning, with zero meaning today's behaviour, so a
+ *    caller built against this header works unchanged with later
+ *    libraries; a library older than the caller's header refuses non-zero
+ *    reserved words with -EINVAL instead of ignoring a request it does not
+ *    understand.
+ *  - Structs the library fills in caller memory (semcache_stats,
+ *    semcache_counters, semcache_proc_info, semcache_match) keep their
+ *    size: later fields take their reserved_ words.
+ *  - semcache_entry_info (passed to a callback) and semcache_response
+ *    returned by the library live in library memory and may grow at the
+ *    end.  Array elements (semcache_tool_call, semcache_message) never
+ *    change; a later version adds a new struct instead.
+ *  - semcache_version() says which library is running; SEMCACHE_VERSION_*
+ *    say which header the caller was built with.
  */
 #ifndef SEMCACHE_H
 #define SEMCACHE_H
@@ -50,8 +77,20 @@ extern "C" {
 #endif
 
 #define SEMCACHE_VERSION_MAJOR 0
-#define SEMCACHE_VERSION_MINOR 1
+#define SEMCACHE_VERSION_MINOR 2
 #define SEMCACHE_VERSION_PATCH 0
+/* One comparable number: (major << 16) | (minor << 8) | patch. */
+#define SEMCACHE_VERSION_NUMBER \
+	((SEMCACHE_VERSION_MAJOR << 16) | (SEMCACHE_VERSION_MINOR << 8) | SEMCACHE_VERSION_PATCH)
+
+/*
+ * The running library's version, which may differ from the header's
+ * SEMCACHE_VERSION_* when the shared library was upgraded under a built
+ * program.  Returns "major.minor.patch" (static storage, never NULL) and
+ * stores the three numbers in *major, *minor, *patch (each may be NULL).
+ * Any thread, any time, no handle needed.
+ */
+SEMCACHE_API const char *semcache_version(int *major, int *minor, int *patch);
 
 /* ------------------------------------------------------------------------
  * Error codes.  semcache's own codes occupy [-30099, -30000]; every other
@@ -72,8 +111,9 @@ extern "C" {
 #define SEMCACHE_EEMBEDDING   (-30010) /* embedding has NaN/Inf or zero norm */
 #define SEMCACHE_ENOSEMANTIC  (-30011) /* segment was created without embeddings (dim 0) */
 #define SEMCACHE_EFULL        (-30012) /* no room: remaining space is held by readers */
-#define SEMCACHE_EBUSY        (-30013) /* the writer lock was held by a live process for 30 s,
-                                        * or retried too often against concurrent writers */
+#define SEMCACHE_EBUSY        (-30013) /* gave up waiting (not -EBUSY): the writer lock
+                                        * stayed held by a live process for 30 s, or
+                                        * open saw the file replaced over and over */
 #define SEMCACHE_EUNSAFE      (-30014) /* segment file refused: a symbolic link, not a regular
                                         * file, owned by another user, or with permission bits
                                         * broader than asked */
@@ -96,18 +136,41 @@ typedef struct semcache semcache; /* opaque */
 #define SEMCACHE_OPEN_NORECORD 0x08u /* take no process record (inspection tools:
                                       * works when the table is full; such a handle
                                       * counts nothing, cannot semcache_get_ref and
-                                      * cannot write: SEMCACHE_EPROCFULL) */
+                                      * cannot write: SEMCACHE_EPROCFULL), not even
+                                      * in a child after fork() */
 #define SEMCACHE_QUANT_INT8    0x10u /* keep an int8 copy of rows for a two-stage scan */
 #define SEMCACHE_QUANT_BITS    0x20u /* keep a sign-bit copy of rows for a two-stage scan */
+
+/* Bits of semcache_options.defaults: one per geometry field. */
+#define SEMCACHE_GEOM_SLOTS       0x01u
+#define SEMCACHE_GEOM_DIM         0x02u
+#define SEMCACHE_GEOM_ARENA       0x04u /* arena_bytes */
+#define SEMCACHE_GEOM_BLOCK_SIZE  0x08u
+#define SEMCACHE_GEOM_MAX_PROCS   0x10u
+#define SEMCACHE_GEOM_MAX_PAYLOAD 0x20u
+#define SEMCACHE_GEOM_ALL         0x3fu
 
 /*
  * Options for semcache_open().  Initialise with semcache_options_init(),
  * then change what you need.  Geometry fields (slots .. max_payload) and
  * configuration defaults (ttls, threshold, quantisation) are used when the
- * segment is created; when attaching, a geometry field left at 0 takes the
- * segment's value and a non-zero one must equal it (else SEMCACHE_EGEOMETRY).
- * So to attach to a segment whatever its geometry, pass NULL options, or
- * zero the geometry fields after semcache_options_init().
+ * segment is created.  When attaching to an existing segment, the
+ * configuration defaults are the segment's, and a geometry field is a
+ * requirement (it must equal the segment's, else SEMCACHE_EGEOMETRY) only
+ * when the caller chose it:
+ *  - a field at 0 is never a requirement (it takes the segment's value);
+ *  - a field whose bit is set in `defaults` and that still holds the value
+ *    semcache_options_init() gave it is not a requirement either.
+ *    semcache_options_init() sets every bit, so after it, open attaches to
+ *    a segment of any geometry, and a field the caller changed (o.dim =
+ *    768) must match;
+ *  - to insist on a value that happens to equal the default (o.dim = 384
+ *    when the embedder makes 384 floats), also clear its bit:
+ *    o.defaults &= ~SEMCACHE_GEOM_DIM.
+ * Options not made by semcache_options_init() (all zero, then filled in)
+ * have defaults == 0: every non-zero geometry field is a requirement.
+ * Quantisation asked for (SEMCACHE_QUANT_*) must match too; none asked for
+ * takes the segment's.
  * Creation also requires: arena_bytes / block_size >= 2 and at least two
  * max_payload's worth of blocks, max_payload >= 64, TTLs > 0 (else -EINVAL).
  * SEMCACHE_OPEN_NOCREATE never writes a new header, not even into an empty
@@ -121,15 +184,20 @@ typedef struct semcache_options {
 	uint32_t max_procs;      /* process records, 1..4096; default 256 */
 	uint32_t max_payload;    /* largest encoded record, 64 .. 1 GiB; default 1 MiB */
 	uint32_t flags;          /* SEMCACHE_OPEN_*, SEMCACHE_QUANT_* */
+	uint32_t defaults;       /* SEMCACHE_GEOM_* bits: which geometry fields are
+	                          * defaults rather than requirements when attaching
+	                          * (see above); options_init sets SEMCACHE_GEOM_ALL */
 	int64_t exact_ttl_ms;    /* default exact TTL; default 3600 s */
 	int64_t semantic_ttl_ms; /* default semantic TTL; default 86400 s */
 	float threshold;         /* default similarity threshold; default 0.92 */
 	/* Wall clock in ms, process-local; NULL = CLOCK_REALTIME.  Tests inject one. */
 	int64_t (*clock_ms)(void *arg);
 	void *clock_arg;
+	uint64_t reserved_[6];   /* zero (see "Growing structs") */
 } semcache_options;
 
-/* Fill *o with the defaults above.  Never fails. */
+/* Fill *o with the defaults above, defaults = SEMCACHE_GEOM_ALL, reserved
+ * words zero.  Never fails; o may be NULL (no-op). */
 SEMCACHE_API void semcache_options_init(semcache_options *o);
 
 /*
@@ -141,7 +209,9 @@ SEMCACHE_API void semcache_options_init(semcache_options *o);
  * SEMCACHE_ESIGNATURE, SEMCACHE_EGEOMETRY, SEMCACHE_ECORRUPT,
  * SEMCACHE_EPROCFULL (at once, never waiting, when every record is held by
  * a live process), -ENOLCK (the kernel has no OFD locks, so this process's
- * liveness could not be established), -EINVAL (bad options).  The first
+ * liveness could not be established), -EINVAL (bad options, unknown flags
+ * or non-zero reserved words), SEMCACHE_EBUSY (the file at path was
+ * replaced over and over while opening).  The first
  * process to open an existing segment nobody else has open repairs it in
  * place (after every user was killed, or a copied or damaged file).
  */
@@ -170,8 +240,10 @@ typedef struct semcache_tool_call {
 
 /*
  * One cached LLM response.  On input (semcache_put) NULL strings are stored
- * as absent; content and model may not be NULL.  On output every string the
- * record had is non-NULL; reasoning and metadata are NULL when absent.
+ * as absent; content and model may not be NULL; reserved_ must be zero.
+ * On output content and model are never NULL, and finish_reason, reasoning
+ * and metadata are NULL exactly when the stored record had none (absent,
+ * not ""); tool_calls is NULL when n_tool_calls is 0.
  */
 typedef struct semcache_response {
 	const char *content;
@@ -184,6 +256,7 @@ typedef struct semcache_response {
 	const char *finish_reason;
 	const char *reasoning;    /* optional reasoning content */
 	const char *metadata;     /* optional caller metadata (opaque text) */
+	uint64_t reserved_[2];    /* zero on input; zero on output */
 } semcache_response;
 
 /* Free a response returned by get/search (one allocation).  r may be NULL. */
@@ -204,12 +277,14 @@ typedef struct semcache_put_args {
 	uint32_t embedding_dim; /* must equal the segment's dim (SEMCACHE_EDIM) */
 	int64_t exact_ttl_ms;    /* 0 = segment default, > 0 = this entry's TTL */
 	int64_t semantic_ttl_ms; /* 0 = segment default, > 0 = this entry's TTL */
+	uint64_t reserved_[4];   /* zero (see "Growing structs") */
 } semcache_put_args;
 
 /*
  * Insert or replace the entry (ns, key).  Evicts by CLOCK (expired entries
  * first) when slots or arena run out.  TTLs saturate: INT64_MAX means
- * never.  Errors: -EINVAL (NULL ns/key/response, negative TTL),
+ * never.  Errors: -EINVAL (NULL ns/key/response, negative TTL, non-zero
+ * reserved words in a or a->response),
  * SEMCACHE_EBADRECORD (response without content or model, over 1024 tool
  * calls), -E2BIG (encoded record larger than max_payload: nothing
  * changes), SEMCACHE_EDIM, SEMCACHE_EEMBEDDING, SEMCACHE_ENOSEMANTIC,
@@ -282,31 +357,75 @@ SEMCACHE_API int semcache_release(semcache *c, semcache_ref *ref);
 
 /*
  * Semantic lookup: the best entry of (ns, scope) whose cosine similarity to
- * query (dim floats, dim equal to the segment's, any non-zero norm) is >= threshold (in [-1, 1]; 0 is a
- * real threshold) and whose semantic TTL has not passed.  similarity may be
- * NULL.  Errors: SEMCACHE_ENOTFOUND, SEMCACHE_EDIM, SEMCACHE_EEMBEDDING,
- * SEMCACHE_ENOSEMANTIC, -EINVAL (threshold out of range).
+ * query (dim floats, dim equal to the segment's, any non-zero norm) is >=
+ * threshold and whose semantic TTL has not passed.  threshold is in
+ * [-1, 1] (0 is a real threshold), or NAN for the segment's configured
+ * default (semcache_stats.threshold).  similarity may be NULL.
+ * Errors: SEMCACHE_ENOTFOUND, SEMCACHE_EDIM, SEMCACHE_EEMBEDDING,
+ * SEMCACHE_ENOSEMANTIC, -EINVAL (NULL arguments, threshold out of range or
+ * infinite), -ENOMEM.
  */
 SEMCACHE_API int semcache_search(semcache *c, const char *ns, const char *scope,
                                  const float *query, uint32_t dim, float threshold,
                                  semcache_response **out, float *similarity);
 
+/*
+ * One semantic match and what it matched, so a caller can verify the
+ * candidate (right namespace, key, scope, fresh enough) before using it.
+ * Ownership: one call frees everything, semcache_response_free(response);
+ * ns, key and scope are NUL-terminated copies stored inside that same
+ * allocation, valid exactly as long as response.
+ */
 typedef struct semcache_match {
 	semcache_response *response; /* free with semcache_response_free() */
-	float similarity;
+	float similarity;            /* cosine similarity, re-scored under the entry's
+	                              * sequence word (not the scan's estimate) */
+	uint32_t slot;               /* the entry's slot, as semcache_entry_info.slot */
+	const char *ns;              /* the entry's namespace (== the ns searched) */
+	const char *key;             /* the entry's key string */
+	const char *scope;           /* the entry's scope (== the scope searched) */
+	int64_t created_ms;          /* when it was stored */
+	int64_t exact_expiry_ms;     /* its exact deadline (may be past: semantic
+	                              * answers outlive exact ones by design) */
+	int64_t semantic_expiry_ms;  /* its semantic deadline (in the future) */
+	uint64_t reserved_[4];       /* zero; later versions fill these */
 } semcache_match;
 
 /*
+ * semcache_search() with the match's identity and times: on a hit fills
+ * *m (see semcache_match; free with semcache_response_free(m->response)).
+ * Same threshold rule (NAN = the segment's default) and errors; on any
+ * error *m is zeroed and holds nothing to free.
+ */
+SEMCACHE_API int semcache_search_ex(semcache *c, const char *ns, const char *scope,
+                                    const float *query, uint32_t dim, float threshold,
+                                    semcache_match *m);
+
+/*
  * Top-k form of semcache_search(): up to k (1..64) matches, best first, in
- * matches[0 .. *n).  Returns 0 with *n == 0 when nothing passes threshold.
+ * matches[0 .. *n), each with its identity and times (semcache_match).
+ * Returns 0 with *n == 0 when nothing passes threshold (NAN = the
+ * segment's default).  Each match's response must be freed.
  */
 SEMCACHE_API int semcache_search_topk(semcache *c, const char *ns, const char *scope,
                                       const float *query, uint32_t dim, float threshold,
                                       semcache_match *matches, size_t k, size_t *n);
 
 /* ------------------------------------------------------------------------
- * Invalidation
+ * Deletion and invalidation
  * ---------------------------------------------------------------------- */
+/*
+ * Remove exactly the entry (ns, key): the whole key string, not a prefix
+ * (deleting "user1" leaves "user10:x").  Takes the writer lock.  Returns 0
+ * when an entry was removed, SEMCACHE_ENOTFOUND when there was none (an
+ * entry past both its TTLs counts as none: it is removed, counted as an
+ * expiration, and the call returns SEMCACHE_ENOTFOUND).  A removal is
+ * counted in semcache_counters.deletes, not in invalidations.  Zero-copy
+ * references to the entry stay valid until released.  Errors: -EINVAL
+ * (NULL c, ns or key), -ENOMEM, and the writer-lock errors (top of file).
+ */
+SEMCACHE_API int semcache_delete(semcache *c, const char *ns, const char *key);
+
 /*
  * Remove entries.  ns NULL = every namespace; prefix NULL or "" = every key.
  * So (NULL, NULL) removes all, (ns, NULL) one namespace, (ns, "p") keys
@@ -324,6 +443,8 @@ typedef struct semcache_counters {
 	uint64_t sem_hits, sem_misses;  /* semantic */
 	uint64_t puts, evictions, expirations, invalidations;
 	float sem_miss_best;            /* best similarity seen on a semantic miss, or -2 */
+	uint64_t deletes;               /* entries removed by semcache_delete() */
+	uint64_t reserved_[3];          /* zero; later versions fill these */
 } semcache_counters;
 
 typedef struct semcache_stats {
@@ -340,8 +461,11 @@ typedef struct semcache_stats {
 	uint64_t bytes_used, bytes_free; /* arena bytes */
 	uint32_t procs_attached;
 	uint64_t repairs;     /* repairs after a writer died or damage was found */
-	/* counters summed over every process, including departed ones */
+	/* counters summed over every process, including departed ones: a
+	 * process that exits or is killed, with or without semcache_close(),
+	 * leaves its counts in the totals */
 	semcache_counters total;
+	uint64_t reserved_[4];          /* zero; later versions fill these */
 } semcache_stats;
 
 /* Geometry, occupancy and summed counters of the segment.  Lock-free; the
@@ -357,6 +481,7 @@ typedef struct semcache_proc_info {
 	int self;             /* 1 for the calling handle's own record */
 	uint32_t pins;        /* zero-copy references it holds now */
 	semcache_counters counters;
+	uint64_t reserved_[2]; /* zero; later versions fill these */
 } semcache_proc_info;
 
 /* Process records of live processes into info[0 .. *n), at most cap of
@@ -407,6 +532,7 @@ typedef struct semcache_request {
 	int32_t max_tokens;                /* < 0 = not given */
 	const char *tools;                 /* tool definitions (JSON text) or NULL */
 	const char *tool_choice;           /* or NULL */
+	uint64_t reserved_[4];             /* zero (see "Growing structs") */
 } semcache_request;
 
 #define SEMCACHE_KEY_LEN   (64 + 2 + 128) /* room for "<model>:<64 hex>" + NUL */
@@ -428,7 +554,8 @@ typedef struct semcache_request {
  *          paraphrase.
  * The namespace is not part of either: pass it to put/get/search, which
  * mix it into the digest and the scope tag.
- * Errors: -EINVAL (NULL fields, model longer than 127 bytes, bad counts),
+ * Errors: -EINVAL (NULL fields, model longer than 127 bytes, bad counts,
+ * non-zero reserved words),
  * -ENAMETOOLONG (scope_len too small), -ENOMEM (libcrypto failure).
  */
 SEMCACHE_API int semcache_request_key(const semcache_request *r, char key[SEMCACHE_KEY_LEN],

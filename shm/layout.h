@@ -14,7 +14,7 @@
  *     256   ..  319     writer lock: owner word, futex word, repair flag
  *     320   ..  447     writer state (free list, CLOCK hand, limbo)
  *     448   ..  511     reserved
- *     512   ..  639     counters of departed processes
+ *     512   ..  639     counters of departed processes (80 bytes used)
  *     640   ..  4095    reserved (second tier state goes here)
  *   off_procs         process table: max_procs x struct sc_proc (256 B)
  *   off_index         index: buckets x struct sc_bucket (64 B, 8 ways)
@@ -99,7 +99,7 @@
 #include <stdint.h>
 
 #define SC_MAGIC          UINT64_C(0x3148434143534d53) /* "SMSCACH1" little-endian */
-#define SC_LAYOUT_VERSION 2u
+#define SC_LAYOUT_VERSION 3u /* 3: sc_counters.deletes */
 #define SC_HDR_SIZE       4096u
 #define SC_ALIGN          64u
 #define SC_NIL            UINT32_MAX /* end of a block chain / no block */
@@ -124,6 +124,7 @@ struct sc_counters {
 	_Atomic uint64_t puts, evictions, expirations, invalidations;
 	_Atomic uint32_t sem_miss_best; /* float bits of the best miss similarity; 0 = none */
 	uint32_t pad_;
+	_Atomic uint64_t deletes;       /* semcache_delete() removals (layout version 3) */
 };
 
 struct sc_header {
@@ -209,7 +210,7 @@ struct sc_proc { /* 256 bytes, 64-aligned: no two processes share a line */
 	_Atomic int32_t pid;        /*   4: owner's pid in its own namespace (display) */
 	_Atomic int64_t attached_ms;/*   8: wall clock at claim (display) */
 	struct sc_counters c;       /*  16: written by the owner only (relaxed) */
-	uint8_t pad0_[40];          /*  88 */
+	uint8_t pad0_[32];          /*  96 */
 	_Atomic uint32_t hazard[SC_HAZARDS]; /* 128: owner's threads, seq_cst CAS */
 };
 
@@ -273,7 +274,7 @@ _Static_assert(offsetof(struct sc_header, free_head) == 320, "layout");
 _Static_assert(offsetof(struct sc_header, procs_hwm) == 348, "layout");
 _Static_assert(offsetof(struct sc_header, reserved3) == 448, "layout");
 _Static_assert(offsetof(struct sc_header, departed) == 512, "layout");
-_Static_assert(sizeof(struct sc_counters) == 72, "layout");
+_Static_assert(sizeof(struct sc_counters) == 80, "layout");
 _Static_assert(sizeof(struct sc_header) <= SC_HDR_SIZE, "layout");
 _Static_assert(sizeof(struct sc_proc) == 256, "layout");
 _Static_assert(offsetof(struct sc_proc, c) == 16, "layout");

@@ -99,7 +99,7 @@ void sc_counters_add(struct sc_counters *to, struct sc_counters *from)
 #define ADD(f) atomic_fetch_add_explicit(&to->f, \
 		atomic_exchange_explicit(&from->f, 0, memory_order_relaxed), memory_order_relaxed)
 	ADD(hits); ADD(misses); ADD(sem_hits); ADD(sem_misses);
-	ADD(puts); ADD(evictions); ADD(expirations); ADD(invalidations);
+	ADD(puts); ADD(evictions); ADD(expirations); ADD(invalidations); ADD(deletes);
 #undef ADD
 	uint32_t fb = atomic_exchange_explicit(&from->sem_miss_best, 0, memory_order_relaxed);
 	if (fb) {

@@ -160,15 +160,18 @@ int sc_geom_from_options(const semcache_options *o, struct sc_geom *g)
 	return geom_layout(g);
 }
 
-/* Options name geometry explicitly (non-zero) only where the caller cares. */
+/* Options name geometry explicitly (non-zero) only where the caller cares
+ * (semcache_open() zeroes the fields that were only defaults).  An arena
+ * size is compared in blocks of the segment's block size when the caller
+ * left that to the segment.  h was validated, so h->block_size > 0. */
 static int check_options_against(const semcache_options *o, const struct sc_header *h)
 {
 	if (!o)
 		return 0;
+	uint32_t bs = o->block_size ? o->block_size : h->block_size;
 	if ((o->slots && o->slots != h->slots) || (o->dim && o->dim != h->dim) ||
 	    (o->block_size && o->block_size != h->block_size) ||
-	    (o->arena_bytes && o->block_size &&
-	     o->arena_bytes / o->block_size != h->nblocks) ||
+	    (o->arena_bytes && o->arena_bytes / bs != h->nblocks) ||
 	    (o->max_procs && o->max_procs != h->max_procs) ||
 	    (o->max_payload && o->max_payload != h->max_payload))
 		return SEMCACHE_EGEOMETRY;
@@ -631,7 +634,7 @@ void sc_seg_fork_child(struct sc_seg *s)
 	pthread_mutex_init(&s->wmu, NULL); /* a parent thread may have held it */
 }
 
-int sc_seg_reattach(struct sc_seg *s)
+int sc_seg_reattach(struct sc_seg *s, bool claim)
 {
 	int fd = open_existing(s->path);
 	if (fd < 0)
@@ -642,14 +645,17 @@ int sc_seg_reattach(struct sc_seg *s)
 		close(fd);
 		return SEMCACHE_ENOTSEMCACHE;
 	}
-	if (flock(fd, LOCK_SH) < 0) {
+	/* Never wait here (a reader's first call may land here): while a lone
+	 * opener holds the exclusive flock for its repair, go on without the
+	 * shared one; the record's OFD lock is what says we are alive. */
+	if (flock(fd, LOCK_SH | LOCK_NB) < 0 && errno != EWOULDBLOCK) {
 		int e = -errno;
 		close(fd);
 		return e;
 	}
 	s->fd = fd;
 	memset(s->live, 0, s->g.max_procs * sizeof *s->live);
-	return sc_proc_claim(s);
+	return claim ? sc_proc_claim(s) : 0;
 }
 
 int sc_seg_destroy(const char *path, int force)

@@ -84,8 +84,11 @@ int sc_seg_destroy(const char *path, int force);
  * description and record, which are the parent's, not ours. */
 void sc_seg_fork_child(struct sc_seg *s);
 /* Give a forked child its own file description (the same file: refused if
- * the path now names another) and its own record. */
-int sc_seg_reattach(struct sc_seg *s);
+ * the path now names another) and, if claim, its own record.  Without one
+ * (SEMCACHE_OPEN_NORECORD) the description still matters: it asks the
+ * kernel who is alive and holds the shared flock that tells destroy the
+ * segment is in use. */
+int sc_seg_reattach(struct sc_seg *s, bool claim);
 
 /* Geometry for new segments; shared with the tool's option checks. */
 int sc_geom_from_options(const semcache_options *o, struct sc_geom *g);

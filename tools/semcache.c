@@ -4,7 +4,7 @@
  * One binary, one subcommand per operation: create and destroy a segment;
  * inspect it (stat as a table, JSON or Prometheus text, once or every few
  * seconds; dump of every entry); read and write single entries (get, put,
- * search); maintain it (invalidate, verify).
+ * search, delete); maintain it (invalidate, verify).
  *
  * How it works.  main() takes the global options, picks the subcommand and
  * hands it the rest of argv; each subcommand parses its own options with
@@ -581,7 +581,8 @@ static int refuse_blank(void)
 	return rc;
 }
 
-/* Attach to an existing segment, whatever its geometry. */
+/* Attach to an existing segment, whatever its geometry: options_init()'s
+ * geometry is only a default, never a demand on an existing segment. */
 static int open_segment(semcache **out)
 {
 	semcache_options o;
@@ -589,12 +590,6 @@ static int open_segment(semcache **out)
 	if (rc)
 		return rc;
 	semcache_options_init(&o);
-	o.slots = 0; /* geometry 0 = take the segment's */
-	o.dim = 0;
-	o.arena_bytes = 0;
-	o.block_size = 0;
-	o.max_procs = 0;
-	o.max_payload = 0;
 	o.flags = SEMCACHE_OPEN_NOCREATE;
 	int err = semcache_open(g_path, &o, out);
 	if (err == -ENOENT) {
@@ -1241,6 +1236,7 @@ static void print_stat_text(FILE *f, const struct snapshot *s)
 	ROW("evictions", "%" PRIu64, t->evictions);
 	ROW("expirations", "%" PRIu64, t->expirations);
 	ROW("invalidations", "%" PRIu64, t->invalidations);
+	ROW("deletes", "%" PRIu64, t->deletes);
 	ROW("repairs", "%" PRIu64, st->repairs);
 	fputs("second tier: none (Redis tier not built yet)\n", f);
 #undef ROW
@@ -1320,6 +1316,7 @@ static json_t *stat_json(const struct snapshot *s)
 		bad |= jput(j, "evictions", jint(p->counters.evictions));
 		bad |= jput(j, "expirations", jint(p->counters.expirations));
 		bad |= jput(j, "invalidations", jint(p->counters.invalidations));
+		bad |= jput(j, "deletes", jint(p->counters.deletes));
 		bad |= json_array_append_new(procs, j);
 	}
 	sem = lookups_json(t->sem_hits, t->sem_misses);
@@ -1327,7 +1324,7 @@ static json_t *stat_json(const struct snapshot *s)
 		bad |= jput(sem, "best_miss_similarity",
 		            jreal_or_null(t->sem_miss_best, -1.5));
 	bad |= jput(o, "path", jstr(g_path));
-	bad |= jput(o, "version", jstr(TOOL_VERSION));
+	bad |= jput(o, "version", jstr(semcache_version(NULL, NULL, NULL)));
 	bad |= jput(o, "time_ms", json_integer(s->taken_ms));
 	bad |= jput(o, "created_ms", jint(st->created_ms));
 	bad |= jput(o, "geometry", geo);
@@ -1342,6 +1339,7 @@ static json_t *stat_json(const struct snapshot *s)
 	bad |= jput(o, "evictions", jint(t->evictions));
 	bad |= jput(o, "expirations", jint(t->expirations));
 	bad |= jput(o, "invalidations", jint(t->invalidations));
+	bad |= jput(o, "deletes", jint(t->deletes));
 	bad |= jput(o, "repairs", jint(st->repairs));
 	bad |= jput(o, "procs_attached", jint(st->procs_attached));
 	bad |= jput(o, "procs", procs);
@@ -1400,7 +1398,8 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	prom_family(f, "info", "gauge", "Segment identity; the value is always 1.");
 	fputs("semcache_info{path=\"", f);
 	prom_label_value(f, g_path);
-	fprintf(f, "\",version=\"%s\",quant=\"%s\"} 1\n", TOOL_VERSION, quant_name(st->quant));
+	fprintf(f, "\",version=\"%s\",quant=\"%s\"} 1\n", semcache_version(NULL, NULL, NULL),
+	        quant_name(st->quant));
 	prom_u64(f, "slots", "gauge", "Entry capacity of the segment.", st->slots);
 	prom_u64(f, "dim", "gauge", "Embedding dimension (0 = no embeddings).", st->dim);
 	prom_u64(f, "block_size_bytes", "gauge", "Payload block size.", st->block_size);
@@ -1436,6 +1435,8 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	         t->expirations);
 	prom_u64(f, "invalidations_total", "counter", "Entries removed by invalidation.",
 	         t->invalidations);
+	prom_u64(f, "deletes_total", "counter", "Entries removed one by one (delete).",
+	         t->deletes);
 	prom_real(f, "semantic_miss_best_similarity",
 	          "Best similarity seen on a semantic miss (NaN = none yet).",
 	          t->sem_miss_best < -1.5f ? NAN : (double)t->sem_miss_best);
@@ -1817,20 +1818,41 @@ static int cmd_search(int argc, char **argv)
 		rc = RC_MISS;
 		goto out;
 	}
+	/* Each match says which entry it is, so an operator can tell why it
+	 * answered and check it with get, dump or delete. */
+	int64_t now = now_ms();
+	if (!o[O_JSON].seen)
+		puts("SIMILARITY\tNS\tKEY\tSCOPE\tAGE\tEXACT_TTL\tSEM_TTL\tCONTENT");
 	for (size_t i = 0; i < n && !rc; i++) {
+		const semcache_match *x = &m[i];
 		if (o[O_JSON].seen) {
 			json_t *j = json_object();
 			if (j && (jput(j, "rank", jint(i + 1)) |
-			          jput(j, "similarity", json_real(m[i].similarity)) |
-			          jput(j, "response", response_json(m[i].response)))) {
+			          jput(j, "similarity", json_real(x->similarity)) |
+			          jput(j, "ns", jstr(x->ns)) | jput(j, "key", jstr(x->key)) |
+			          jput(j, "scope", jstr(x->scope)) | jput(j, "slot", jint(x->slot)) |
+			          jput(j, "created_ms", json_integer(x->created_ms)) |
+			          jput(j, "exact_expiry_ms", json_integer(x->exact_expiry_ms)) |
+			          jput(j, "semantic_expiry_ms", json_integer(x->semantic_expiry_ms)) |
+			          jput(j, "response", response_json(x->response)))) {
 				json_decref(j);
 				j = NULL;
 			}
 			rc = print_json(j, JSON_ONE_LINE);
 			json_decref(j);
 		} else {
-			printf("%.6f\t", (double)m[i].similarity);
-			put_esc(stdout, m[i].response->content ? m[i].response->content : "");
+			char a[32], b[32], d[32];
+			printf("%.6f\t", (double)x->similarity);
+			put_esc(stdout, x->ns);
+			fputc('\t', stdout);
+			put_esc(stdout, x->key);
+			fputc('\t', stdout);
+			put_esc(stdout, x->scope);
+			printf("\t%s\t%s\t%s\t", fmt_dur(now - x->created_ms, a),
+			       x->exact_expiry_ms > now ? fmt_dur(x->exact_expiry_ms - now, b) : "expired",
+			       x->semantic_expiry_ms > now ? fmt_dur(x->semantic_expiry_ms - now, d)
+			                                   : "expired");
+			put_esc(stdout, x->response->content ? x->response->content : "");
 			fputc('\n', stdout);
 		}
 	}
@@ -1844,8 +1866,41 @@ out:
 }
 
 /* ------------------------------------------------------------------------
- * invalidate / verify
+ * delete / invalidate / verify
  * ---------------------------------------------------------------------- */
+static int cmd_delete(int argc, char **argv)
+{
+	const char *pos[2];
+	size_t npos;
+	semcache *c = NULL;
+	int rc;
+
+	int pr = parse_opts(argc, argv, NULL, 0, pos, 2, &npos);
+	if (pr != PARSE_OK)
+		return parse_result(pr);
+	if (npos != 2)
+		return usage_error("expected NS and KEY");
+	if ((rc = open_segment(&c)))
+		return rc;
+	int err = semcache_delete(c, pos[0], pos[1]);
+	if (err == SEMCACHE_ENOTFOUND) {
+		fputs("semcache delete: no entry for key '", stderr);
+		put_esc(stderr, pos[1]);
+		fputs("' in namespace '", stderr);
+		put_esc(stderr, pos[0]);
+		fputs("'\n", stderr);
+		rc = RC_MISS;
+	} else if (err) {
+		rc = lib_error(err, "deletion failed");
+		if (rc == RC_USAGE)
+			rc = RC_RUNTIME; /* NS and KEY are always valid input */
+	} else {
+		puts("1 entry deleted");
+	}
+	semcache_close(c);
+	return rc;
+}
+
 static int cmd_invalidate(int argc, char **argv)
 {
 	enum { O_ALL, O_NS, O_PREFIX, O_N };
@@ -1917,6 +1972,17 @@ out:
 /* ------------------------------------------------------------------------
  * version / help, and the command table
  * ---------------------------------------------------------------------- */
+/* The running library's version (semcache_version()), and the header's
+ * when a shared library was swapped under the tool. */
+static void print_version(void)
+{
+	const char *lib = semcache_version(NULL, NULL, NULL);
+	if (strcmp(lib, TOOL_VERSION) != 0)
+		printf("semcache %s (built with %s)\n", lib, TOOL_VERSION);
+	else
+		printf("semcache %s\n", lib);
+}
+
 static int cmd_version(int argc, char **argv)
 {
 	const char *pos[1];
@@ -1924,7 +1990,7 @@ static int cmd_version(int argc, char **argv)
 	int pr = parse_opts(argc, argv, NULL, 0, pos, 0, &npos);
 	if (pr != PARSE_OK)
 		return parse_result(pr);
-	printf("semcache " TOOL_VERSION "\n");
+	print_version();
 	return RC_OK;
 }
 
@@ -2016,14 +2082,25 @@ static const char help_search[] =
 	"usage: semcache search NS --embedding FILE [--scope S] [--threshold T]\n"
 	"                       [--top K] [--json]\n"
 	"\n"
-	"Semantic lookup.  Prints similarity and content of each match, best first\n"
-	"(content on one line, escaped); exit 1 when nothing matches.\n"
+	"Semantic lookup.  Prints each match, best first, after a header line:\n"
+	"similarity, the entry's namespace, key and scope, age, exact and semantic\n"
+	"TTL left, and the content (tab-separated, escaped, one line per match);\n"
+	"exit 1 when nothing matches.\n"
 	"\n"
 	"  --embedding FILE  query embedding, same formats as put\n"
 	"  --scope S         scope to search (default \"\")\n"
 	"  --threshold T     minimum similarity, -1..1 (default: the segment's)\n"
 	"  --top K           up to K matches, 1..64 (default 1)\n"
-	"  --json            one JSON object per match and line\n";
+	"  --json            one JSON object per match and line: rank, similarity,\n"
+	"                    ns, key, scope, slot, created_ms, exact_expiry_ms,\n"
+	"                    semantic_expiry_ms, response\n";
+
+static const char help_delete[] =
+	"usage: semcache delete NS KEY\n"
+	"\n"
+	"Remove the one entry with exactly this namespace and key (not a prefix:\n"
+	"see invalidate for that).  Prints \"1 entry deleted\" and exits 0, or\n"
+	"exits 1 when there is no such entry.\n";
 
 static const char help_invalidate[] =
 	"usage: semcache invalidate --all | --ns NS [--prefix P] | --prefix P\n"
@@ -2054,7 +2131,9 @@ static const struct command {
 	{ "get", cmd_get, "exact lookup", help_get, NULL },
 	{ "put", cmd_put, "store an entry (record as JSON on stdin)", help_put, NULL },
 	{ "search", cmd_search, "semantic lookup by embedding", help_search, NULL },
-	{ "invalidate", cmd_invalidate, "remove entries", help_invalidate, NULL },
+	{ "delete", cmd_delete, "remove one entry (exact key)", help_delete, NULL },
+	{ "invalidate", cmd_invalidate, "remove entries by namespace or key prefix",
+	  help_invalidate, NULL },
 	{ "verify", cmd_verify, "check the segment's consistency", help_verify, NULL },
 	{ "version", cmd_version, "print the version", help_version, NULL },
 	{ "help", cmd_help, "help on a command", help_help, NULL },
@@ -2126,7 +2205,7 @@ int main(int argc, char **argv)
 			return RC_OK;
 		}
 		if (!strcmp(a, "--version")) {
-			printf("semcache " TOOL_VERSION "\n");
+			print_version();
 			return RC_OK;
 		}
 		if (!strcmp(a, "--path")) {

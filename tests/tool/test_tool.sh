@@ -145,31 +145,62 @@ expect 0 "get --touch" get ns1 k1 --touch
 
 # ---------------------------------------------------------------- search
 expect 0 "search finds the identical embedding" search ns1 --embedding "$TMP/e1.json"
-check "search: similarity ~1.0 and the right content" py '
+check "search: similarity ~1.0, the entry's identity and the right content" py '
 import sys
-sim, content = sys.stdin.read().split("\t", 1)
+lines = sys.stdin.read().splitlines()
+assert lines[0].split("\t") == ["SIMILARITY", "NS", "KEY", "SCOPE", "AGE", "EXACT_TTL", "SEM_TTL", "CONTENT"], lines[0]
+assert len(lines) == 2, lines
+sim, ns, key, scope, age, ettl, sttl, content = lines[1].split("\t")
 assert abs(float(sim) - 1.0) < 1e-4, sim
-assert content.strip() == "line one\\nline two", content
+assert (ns, key, scope) == ("ns1", "k1", ""), lines[1]
+assert ettl != "expired" and sttl != "expired", lines[1]
+assert content == "line one\\nline two", content
 '
 expect 0 "search --top 2 --threshold 0.3" search ns1 --embedding "$TMP/e_mix.json" --threshold 0.3 --top 2
-check "search --top 2: two matches, best first" py '
+check "search --top 2: two matches, best first, each naming its key" py '
 import sys
-rows = [l.split("\t", 1) for l in sys.stdin.read().splitlines()]
+rows = [l.split("\t") for l in sys.stdin.read().splitlines()[1:]]
 assert len(rows) == 2, rows
 assert float(rows[0][0]) > float(rows[1][0]) and abs(float(rows[0][0]) - 0.894427) < 1e-3, rows
-assert rows[0][1].startswith("line one") and rows[1][1] == "second answer", rows
+assert rows[0][2] == "k1" and rows[1][2] == "k2", rows
+assert rows[0][7].startswith("line one") and rows[1][7] == "second answer", rows
 '
 expect 0 "search --json" search ns1 --embedding "$TMP/e2.f32" --json --top 5 --threshold 0.5
-check "search --json: one parseable match" py '
-import json, sys
+check "search --json: one parseable match with its identity and times" py '
+import json, sys, time
 rows = [json.loads(l) for l in sys.stdin.read().splitlines()]
 assert len(rows) == 1 and rows[0]["rank"] == 1, rows
-assert abs(rows[0]["similarity"] - 1.0) < 1e-4 and rows[0]["response"]["content"] == "second answer"
+r = rows[0]
+assert abs(r["similarity"] - 1.0) < 1e-4 and r["response"]["content"] == "second answer"
+assert (r["ns"], r["key"], r["scope"]) == ("ns1", "k2", ""), r
+now = time.time() * 1000
+assert r["created_ms"] <= now + 1000 and r["created_ms"] > now - 600000, r
+# the segment of create --force: default TTLs, 3600 s and 86400 s
+assert r["exact_expiry_ms"] - r["created_ms"] == 3600000, r
+assert r["semantic_expiry_ms"] - r["created_ms"] == 86400000, r
+assert isinstance(r["slot"], int)
 '
 expect 1 "search with nothing similar enough is a miss" search ns1 --embedding "$TMP/e_far.json"
 expect 1 "search in another scope is a miss" search ns1 --scope other --embedding "$TMP/e1.json"
 expect 2 "search with the wrong dimension" search ns1 --embedding "$TMP/e_short.json"
 check "wrong dimension is explained" grep -q "dim" "$TMP/err"
+
+# ---------------------------------------------------------------- delete
+expect 0 "put user1" put ns4 user1 <"$TMP/rec3.json"
+expect 0 "put user10:x" put ns4 user10:x <"$TMP/rec3.json"
+expect 0 "delete an exact key" delete ns4 user1
+check "delete says what it did" [ "$OUT" = "1 entry deleted" ]
+expect 1 "the deleted key is gone" get ns4 user1
+expect 0 "a key it prefixes is not" get ns4 user10:x
+expect 1 "delete of an absent key is a miss" delete ns4 user1
+check "the miss names the key" grep -q "no entry for key 'user1' in namespace 'ns4'" "$TMP/err"
+expect 2 "delete without KEY" delete ns4
+expect 0 "stat --json counts the delete" stat --json
+check "stat --json: deletes 1" py '
+import json, sys
+assert json.load(sys.stdin)["deletes"] == 1
+'
+expect 0 "delete the rest" delete ns4 user10:x
 
 # ---------------------------------------------------------------- dump
 expect 0 "dump" dump
@@ -300,7 +331,7 @@ expect 2 "bad --ttl" put ns1 k --ttl 0 <"$TMP/rec3.json"
 expect 1 "nothing was stored by the failed puts" get ns1 k
 
 # ---------------------------------------------------------------- help
-for c in create destroy stat dump get put search invalidate verify version help; do
+for c in create destroy stat dump get put search delete invalidate verify version help; do
 	expect 0 "$c --help" "$c" --help
 	check "$c --help prints its usage" grep -q "^usage: semcache $c" "$TMP/out"
 done
@@ -308,6 +339,7 @@ expect 0 "help get" help get
 expect 0 "--help" --help
 expect 0 "version" version
 check "version prints a version" grep -Eq '^semcache [0-9]+\.[0-9]+\.[0-9]+$' "$TMP/out"
+check "version is the library's" grep -q "^semcache $(sed -n "s/^  version : '\(.*\)',/\1/p" "$(dirname "$0")/../../meson.build")\$" "$TMP/out"
 
 # ---------------------------------------------------------------- damaged segments
 cp "$SEG" "$SEG.junk"

@@ -472,6 +472,174 @@ Test(cache, strerror_names_every_code)
 		cr_assert_str_neq(s, "unknown semcache error", "code %d unnamed", e);
 	}
 	cr_assert_str_eq(semcache_strerror(-EINVAL), strerror(EINVAL));
+	/* The two "busy" codes are different codes with different names. */
+	cr_assert_neq(SEMCACHE_EBUSY, -EBUSY);
+	cr_assert_str_neq(semcache_strerror(SEMCACHE_EBUSY), semcache_strerror(-EBUSY));
 	cr_assert_not_null(semcache_strerror(12345));
 	cr_assert_not_null(semcache_strerror(-30099));
+}
+
+/* ------------------------------------------------------------------------
+ * delete
+ * ---------------------------------------------------------------------- */
+static int get_ok(const char *ns, const char *key)
+{
+	semcache_response *out = NULL;
+	int rc = semcache_get(c, ns, key, 0, &out);
+	semcache_response_free(out);
+	return rc == 0;
+}
+
+Test(cache, delete_removes_exactly_one_key_not_a_prefix)
+{
+	cr_assert_eq(put_simple(c, "ns", "user1", "a"), 0);
+	cr_assert_eq(put_simple(c, "ns", "user10:x", "b"), 0);
+	cr_assert_eq(put_simple(c, "ns", "user1:y", "c"), 0);
+	cr_assert_eq(put_simple(c, "other", "user1", "d"), 0);
+
+	cr_assert_eq(semcache_delete(c, "ns", "user1"), 0);
+	cr_assert_not(get_ok("ns", "user1"));
+	cr_assert(get_ok("ns", "user10:x"), "delete widened to a prefix");
+	cr_assert(get_ok("ns", "user1:y"), "delete widened to a prefix");
+	cr_assert(get_ok("other", "user1"), "delete crossed namespaces");
+	cr_assert_eq(entries(), 3);
+	assert_consistent();
+}
+
+Test(cache, delete_of_an_absent_key_is_enotfound_and_changes_nothing)
+{
+	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
+	cr_assert_eq(semcache_delete(c, "ns", "nope"), SEMCACHE_ENOTFOUND);
+	cr_assert_eq(semcache_delete(c, "other", "k"), SEMCACHE_ENOTFOUND);
+	cr_assert_eq(semcache_delete(c, "ns", "k"), 0);
+	cr_assert_eq(semcache_delete(c, "ns", "k"), SEMCACHE_ENOTFOUND, "deleted twice");
+	cr_assert_eq(entries(), 0);
+	semcache_counters t = totals();
+	cr_assert_eq(t.deletes, 1);
+	cr_assert_eq(t.invalidations, 0, "a delete is not an invalidation");
+	assert_consistent();
+}
+
+Test(cache, delete_of_an_expired_entry_reclaims_it_as_an_expiration)
+{
+	semcache_response r = simple_response("v");
+	semcache_put_args a = { .ns = "ns", .key = "k", .response = &r, .exact_ttl_ms = 1000 };
+	cr_assert_eq(semcache_put(c, &a), 0);
+	atomic_fetch_add(&clk.now, 5000);
+	cr_assert_eq(semcache_delete(c, "ns", "k"), SEMCACHE_ENOTFOUND);
+	cr_assert_eq(entries(), 0, "the expired entry stayed");
+	semcache_counters t = totals();
+	cr_assert_eq(t.deletes, 0);
+	cr_assert_eq(t.expirations, 1);
+	assert_consistent();
+}
+
+Test(cache, deleted_key_can_be_stored_again_and_space_is_reused)
+{
+	/* More put/delete rounds than the arena holds: the deleted entries'
+	 * blocks must come back. */
+	char body[2048];
+	memset(body, 'x', sizeof body - 1);
+	body[sizeof body - 1] = 0;
+	for (int i = 0; i < 4000; i++) {
+		cr_assert_eq(put_simple(c, "ns", "k", body), 0, "round %d", i);
+		cr_assert_eq(semcache_delete(c, "ns", "k"), 0, "round %d", i);
+	}
+	cr_assert_eq(entries(), 0);
+	cr_assert_eq(totals().evictions, 0, "deleted space was not reused");
+	cr_assert_eq(totals().deletes, 4000);
+	cr_assert_eq(put_simple(c, "ns", "k", "again"), 0);
+	cr_assert(get_ok("ns", "k"));
+	assert_consistent();
+}
+
+Test(cache, delete_validates_arguments)
+{
+	cr_assert_eq(semcache_delete(NULL, "ns", "k"), -EINVAL);
+	cr_assert_eq(semcache_delete(c, NULL, "k"), -EINVAL);
+	cr_assert_eq(semcache_delete(c, "ns", NULL), -EINVAL);
+	cr_assert_eq(put_simple(c, "", "", "empty ns and key are allowed"), 0);
+	cr_assert_eq(semcache_delete(c, "", ""), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Small promises of the header
+ * ---------------------------------------------------------------------- */
+Test(cache, absent_optional_strings_come_back_null)
+{
+	semcache_response r = simple_response("v");
+	r.finish_reason = NULL;
+	semcache_put_args a = { .ns = "ns", .key = "k", .response = &r };
+	cr_assert_eq(semcache_put(c, &a), 0);
+	semcache_response *out = NULL;
+	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), 0);
+	cr_assert_null(out->finish_reason);
+	cr_assert_null(out->reasoning);
+	cr_assert_null(out->metadata);
+	cr_assert_null(out->tool_calls);
+	cr_assert_eq(out->n_tool_calls, 0);
+	cr_assert_eq(out->reserved_[0] | out->reserved_[1], 0);
+	semcache_response_free(out);
+
+	r.finish_reason = ""; /* present but empty is not absent */
+	cr_assert_eq(semcache_put(c, &a), 0);
+	cr_assert_eq(semcache_get(c, "ns", "k", 0, &out), 0);
+	cr_assert_not_null(out->finish_reason);
+	cr_assert_str_eq(out->finish_reason, "");
+	semcache_response_free(out);
+}
+
+Test(cache, non_zero_reserved_words_are_refused)
+{
+	semcache_response r = simple_response("v");
+	semcache_put_args a = { .ns = "ns", .key = "k", .response = &r };
+	a.reserved_[3] = 1;
+	cr_assert_eq(semcache_put(c, &a), -EINVAL);
+	a.reserved_[3] = 0;
+	r.reserved_[1] = 7;
+	cr_assert_eq(semcache_put(c, &a), -EINVAL);
+	r.reserved_[1] = 0;
+	cr_assert_eq(semcache_put(c, &a), 0);
+	cr_assert_eq(entries(), 1);
+}
+
+Test(cache, version_reports_the_library)
+{
+	int major = -1, minor = -1, patch = -1;
+	const char *v = semcache_version(&major, &minor, &patch);
+	cr_assert_not_null(v);
+	cr_assert_eq(major, SEMCACHE_VERSION_MAJOR);
+	cr_assert_eq(minor, SEMCACHE_VERSION_MINOR);
+	cr_assert_eq(patch, SEMCACHE_VERSION_PATCH);
+	char expect[32];
+	snprintf(expect, sizeof expect, "%d.%d.%d", major, minor, patch);
+	cr_assert_str_eq(v, expect);
+	cr_assert_eq(semcache_version(NULL, NULL, NULL), v);
+	cr_assert_eq((major << 16) | (minor << 8) | patch, SEMCACHE_VERSION_NUMBER);
+}
+
+Test(cache, zero_copy_reference_outlives_a_delete_of_its_entry)
+{
+	cr_assert_eq(put_simple(c, "ns", "k", "pinned content"), 0);
+	semcache_ref ref;
+	cr_assert_eq(semcache_get_ref(c, "ns", "k", &ref), 0);
+	cr_assert_eq(semcache_delete(c, "ns", "k"), 0);
+	/* Churn the arena so that unpinned blocks would be reused. */
+	char key[16];
+	for (int i = 0; i < 2000; i++) {
+		snprintf(key, sizeof key, "churn%d", i % 200);
+		cr_assert_eq(put_simple(c, "ns", key, "some other content entirely"), 0);
+	}
+	char got[64] = { 0 };
+	size_t off = 0;
+	for (int i = 0; i < ref.iovcnt; i++) {
+		cr_assert_leq(off + ref.iov[i].iov_len, sizeof got - 1);
+		memcpy(got + off, ref.iov[i].iov_base, ref.iov[i].iov_len);
+		off += ref.iov[i].iov_len;
+	}
+	cr_assert_eq(off, ref.len);
+	cr_assert_str_eq(got, "pinned content");
+	semcache_release(c, &ref);
+	cr_assert_not(get_ok("ns", "k"));
+	assert_consistent();
 }

@@ -302,7 +302,7 @@ Test(request, bad_args_are_einval)
 	cr_expect_eq(semcache_request_key(&f.r, NULL, scope, sizeof scope), -EINVAL);
 	cr_expect_eq(semcache_request_key(&f.r, key, NULL, sizeof scope), -EINVAL);
 
-	for (int i = 0; i < 10; i++) {
+	for (int i = 0; i < 11; i++) {
 		fixture_init(&f);
 		switch (i) {
 		case 0: f.r.model = NULL; break;
@@ -315,6 +315,7 @@ Test(request, bad_args_are_einval)
 		case 7: f.r.temperature = -0.1; break;
 		case 8: f.r.temperature = INFINITY; break;
 		case 9: f.r.temperature = -INFINITY; break;
+		case 10: f.r.reserved_[2] = 1; break; /* a newer header's field */
 		}
 		cr_expect_eq(semcache_request_key(&f.r, key, scope, sizeof scope), -EINVAL,
 		             "case %d", i);

@@ -120,7 +120,12 @@ Test(search, bad_queries_are_rejected)
 	vec(q, 1);
 	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM, 1.5f, &out, NULL), -EINVAL);
 	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM, -1.01f, &out, NULL), -EINVAL);
-	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM, NAN, &out, NULL), -EINVAL);
+	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM, INFINITY, &out, NULL), -EINVAL);
+	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM, -INFINITY, &out, NULL), -EINVAL);
+	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM, 0.5f, NULL, NULL), -EINVAL);
+	cr_assert_eq(semcache_search_ex(c, "ns", "m", q, DIM, 0.5f, NULL), -EINVAL);
+	cr_assert_eq(semcache_search_ex(NULL, "ns", "m", q, DIM, 0.5f, &(semcache_match){0}),
+	             -EINVAL);
 	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM - 1, 0.5f, &out, NULL), SEMCACHE_EDIM);
 	q[3] = NAN;
 	cr_assert_eq(semcache_search(c, "ns", "m", q, DIM, 0.5f, &out, NULL), SEMCACHE_EEMBEDDING);
@@ -132,6 +137,128 @@ Test(search, bad_queries_are_rejected)
 	vec(q, 1);
 	cr_assert_eq(semcache_search_topk(c, "ns", "m", q, DIM, 0.5f, m, 0, &n), -EINVAL);
 	cr_assert_eq(semcache_search_topk(c, "ns", "m", q, DIM, 0.5f, m, 65, &n), -EINVAL);
+}
+
+/* A unit vector at angle acos(cosine) from axis 0, in the plane of axes 0
+ * and 1: its similarity to axis 0 is exactly `cosine` (up to float). */
+static void at_cosine(float *q, float cosine)
+{
+	memset(q, 0, DIM * sizeof *q);
+	q[0] = cosine;
+	q[1] = sqrtf(1.0f - cosine * cosine);
+}
+
+Test(search, nan_threshold_uses_the_segments_default)
+{
+	float e[DIM], q[DIM], sim = 0;
+	char got[256];
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_float_eq(st.threshold, 0.92f, 1e-6); /* options_init's default */
+	at_cosine(e, 1.0f);
+	cr_assert_eq(put_emb("ns", "k", "m", e, "axis"), 0);
+
+	at_cosine(q, 0.95f); /* above the default */
+	cr_assert_eq(search("ns", "m", q, NAN, got, &sim), 0);
+	cr_assert_str_eq(got, "axis");
+	cr_assert_float_eq(sim, 0.95f, 1e-4);
+
+	at_cosine(q, 0.90f); /* below it: a miss with NAN, a hit when asked for less */
+	cr_assert_eq(search("ns", "m", q, NAN, got, NULL), SEMCACHE_ENOTFOUND);
+	cr_assert_eq(search("ns", "m", q, 0.85f, got, NULL), 0);
+	semcache_match m[1];
+	size_t n = 9;
+	cr_assert_eq(semcache_search_topk(c, "ns", "m", q, DIM, NAN, m, 1, &n), 0);
+	cr_assert_eq(n, 0);
+}
+
+Test(search, nan_threshold_follows_a_non_default_segment_threshold)
+{
+	semcache_close(c);
+	unlink(path);
+	test_path(path, sizeof path, "search");
+	semcache_options o = test_options(64, DIM);
+	o.threshold = 0.5f;
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	float e[DIM], q[DIM];
+	char got[256];
+	at_cosine(e, 1.0f);
+	cr_assert_eq(put_emb("ns", "k", "m", e, "axis"), 0);
+	at_cosine(q, 0.6f);
+	cr_assert_eq(search("ns", "m", q, NAN, got, NULL), 0);
+	at_cosine(q, 0.4f);
+	cr_assert_eq(search("ns", "m", q, NAN, got, NULL), SEMCACHE_ENOTFOUND);
+}
+
+static int find_slot(const semcache_entry_info *e, void *arg)
+{
+	*(uint32_t *)arg = e->slot;
+	return 1;
+}
+
+Test(search, search_ex_says_what_matched)
+{
+	float e[DIM], q[DIM];
+	int64_t t0 = atomic_load(&clk.now);
+	semcache_response r = simple_response("the answer");
+	at_cosine(e, 1.0f);
+	semcache_put_args a = { .ns = "tenant-7", .key = "user1:what is x", .scope = "gpt-4o|t0",
+	                        .response = &r, .embedding = e, .embedding_dim = DIM,
+	                        .exact_ttl_ms = 1000, .semantic_ttl_ms = 5000 };
+	cr_assert_eq(semcache_put(c, &a), 0);
+	uint32_t slot = UINT32_MAX;
+	cr_assert_eq(semcache_foreach(c, "tenant-7", NULL, find_slot, &slot), 1);
+
+	atomic_store(&clk.now, t0 + 2000); /* exact TTL over, semantic not */
+	at_cosine(q, 0.97f);
+	semcache_match m;
+	cr_assert_eq(semcache_search_ex(c, "tenant-7", "gpt-4o|t0", q, DIM, 0.9f, &m), 0);
+	cr_assert_str_eq(m.response->content, "the answer");
+	cr_assert_str_eq(m.ns, "tenant-7");
+	cr_assert_str_eq(m.key, "user1:what is x");
+	cr_assert_str_eq(m.scope, "gpt-4o|t0");
+	cr_assert_float_eq(m.similarity, 0.97f, 1e-4);
+	cr_assert_eq(m.slot, slot);
+	cr_assert_eq(m.created_ms, t0);
+	cr_assert_eq(m.exact_expiry_ms, t0 + 1000);
+	cr_assert_eq(m.semantic_expiry_ms, t0 + 5000);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(m.reserved_[i], 0);
+	/* The strings live in the response's allocation: one free releases all
+	 * (the ASan run reports a leak or a double free otherwise). */
+	cr_assert(m.ns > (const char *)m.response && m.key > (const char *)m.response);
+	semcache_response_free(m.response);
+
+	cr_assert_eq(semcache_search_ex(c, "tenant-7", "other", q, DIM, 0.9f, &m),
+	             SEMCACHE_ENOTFOUND);
+	cr_assert_null(m.response);
+	cr_assert_null(m.key);
+}
+
+Test(search, topk_matches_each_name_their_entry)
+{
+	float e[DIM], q[DIM];
+	at_cosine(e, 1.0f);
+	cr_assert_eq(put_emb("ns", "near", "m", e, "near answer"), 0);
+	at_cosine(e, 0.8f);
+	cr_assert_eq(put_emb("ns", "far", "m", e, "far answer"), 0);
+	at_cosine(e, 0.99f);
+	cr_assert_eq(put_emb("other-ns", "near", "m", e, "not ours"), 0);
+	at_cosine(q, 1.0f);
+	semcache_match m[4];
+	size_t n = 0;
+	cr_assert_eq(semcache_search_topk(c, "ns", "m", q, DIM, 0.5f, m, 4, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(m[0].key, "near");
+	cr_assert_str_eq(m[0].response->content, "near answer");
+	cr_assert_str_eq(m[1].key, "far");
+	cr_assert_str_eq(m[1].response->content, "far answer");
+	for (size_t i = 0; i < n; i++) {
+		cr_assert_str_eq(m[i].ns, "ns");
+		cr_assert_str_eq(m[i].scope, "m");
+		cr_assert_neq(m[0].slot, m[1].slot);
+		semcache_response_free(m[i].response);
+	}
 }
 
 Test(search, other_namespace_or_model_never_answers)

@@ -550,3 +550,287 @@ Test(segment, a_creator_killed_half_way_leaves_nothing_behind)
 	}
 	free(dir);
 }
+
+/* ------------------------------------------------------------------------
+ * Attaching with semcache_options_init()'s geometry
+ * ---------------------------------------------------------------------- */
+/* A segment whose every geometry field differs from the defaults. */
+static void make_odd_segment(void)
+{
+	semcache *c;
+	semcache_options o;
+	memset(&o, 0, sizeof o); /* defaults == 0: every field below is demanded */
+	o.slots = 96;
+	o.dim = 12;
+	o.arena_bytes = 1u << 20;
+	o.block_size = 128;
+	o.max_procs = 8;
+	o.max_payload = 16u << 10;
+	o.exact_ttl_ms = 1000;
+	o.semantic_ttl_ms = 2000;
+	o.threshold = 0.5f;
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	cr_assert_eq(put_simple(c, "ns", "k", "v"), 0);
+	semcache_close(c);
+}
+
+Test(segment, options_init_attaches_to_a_segment_of_any_geometry)
+{
+	make_odd_segment();
+	semcache *c = NULL;
+	semcache_options o;
+	semcache_options_init(&o);
+	cr_assert_eq(o.defaults, SEMCACHE_GEOM_ALL);
+	o.flags = SEMCACHE_OPEN_NOCREATE; /* assigning flags keeps the defaults */
+	int rc = semcache_open(path, &o, &c);
+	cr_assert_eq(rc, 0, "open: %s", semcache_strerror(rc));
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_eq(st.slots, 96);
+	cr_assert_eq(st.dim, 12);
+	cr_assert_eq(st.block_size, 128);
+	cr_assert_eq(st.arena_bytes, 1u << 20);
+	cr_assert_eq(st.max_procs, 8);
+	cr_assert_eq(st.max_payload, 16u << 10);
+	cr_assert_eq(st.exact_ttl_ms, 1000, "attach took the caller's TTL, not the segment's");
+	cr_assert_float_eq(st.threshold, 0.5f, 1e-6);
+	cr_assert_eq(st.entries, 1);
+	semcache_close(c);
+}
+
+Test(segment, explicit_geometry_must_still_match_after_options_init)
+{
+	make_odd_segment();
+	semcache *c = NULL;
+	semcache_options o;
+
+	semcache_options_init(&o);
+	o.slots = 128; /* a choice, not the default */
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+	semcache_options_init(&o);
+	o.dim = 768;
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+	semcache_options_init(&o);
+	o.arena_bytes = 2u << 20; /* in the segment's 128-byte blocks: 16384 != 8192 */
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+	semcache_options_init(&o);
+	o.max_payload = 32u << 10;
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+	semcache_options_init(&o);
+	o.flags = SEMCACHE_QUANT_INT8; /* quantisation asked for, segment has none */
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+
+	/* A value equal to the default is demanded once its bit is cleared. */
+	semcache_options_init(&o);
+	cr_assert_eq(o.dim, 384);
+	o.defaults &= ~SEMCACHE_GEOM_DIM;
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+
+	/* Matching choices attach. */
+	semcache_options_init(&o);
+	o.slots = 96;
+	o.dim = 12;
+	o.arena_bytes = 1u << 20; /* counted in the segment's block size */
+	o.defaults = 0;
+	o.block_size = 128;
+	o.max_procs = 8;
+	o.max_payload = 16u << 10;
+	cr_assert_eq(semcache_open(path, &o, &c), 0, "matching geometry refused");
+	semcache_close(c);
+}
+
+Test(segment, default_valued_geometry_is_demanded_without_options_init)
+{
+	make_segment(); /* 64 slots, dim 4 */
+	semcache *c = NULL;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.max_procs = 256; /* equal to the default, but defaults == 0: a demand */
+	cr_assert_eq(semcache_open(path, &o, &c), SEMCACHE_EGEOMETRY);
+}
+
+Test(segment, options_init_still_creates_with_the_defaults)
+{
+	semcache *c = NULL;
+	semcache_options o;
+	semcache_options_init(&o);
+	o.arena_bytes = 1u << 20;
+	o.max_payload = 64u << 10;
+	o.slots = 64;
+	cr_assert_eq(semcache_open(path, &o, &c), 0);
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_eq(st.dim, 384);
+	cr_assert_eq(st.block_size, 256);
+	cr_assert_eq(st.max_procs, 256);
+	semcache_close(c);
+}
+
+Test(segment, unknown_option_bits_and_reserved_words_are_refused)
+{
+	semcache *c = NULL;
+	semcache_options o = test_options(64, 4);
+	o.defaults = 0x40;
+	cr_assert_eq(semcache_open(path, &o, &c), -EINVAL);
+	o = test_options(64, 4);
+	o.reserved_[5] = 1;
+	cr_assert_eq(semcache_open(path, &o, &c), -EINVAL);
+	cr_assert_neq(access(path, F_OK), 0, "refused options left a file");
+}
+
+/* ------------------------------------------------------------------------
+ * Process records across fork and exit
+ * ---------------------------------------------------------------------- */
+static size_t live_records(semcache *c)
+{
+	semcache_proc_info pi[64];
+	size_t n = 0;
+	cr_assert_eq(semcache_procs(c, pi, 64, &n), 0);
+	return n;
+}
+
+Test(segment, norecord_handle_takes_no_record_after_fork)
+{
+	make_segment();
+	semcache *watch, *nr;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	cr_assert_eq(semcache_open(path, &o, &watch), 0);
+	o.flags = SEMCACHE_OPEN_NORECORD;
+	cr_assert_eq(semcache_open(path, &o, &nr), 0);
+	semcache *gone;
+	memset(&o, 0, sizeof o);
+	cr_assert_eq(semcache_open(path, &o, &gone), 0);
+	semcache_close(gone); /* a dead record below the high-water mark */
+	cr_assert_eq(live_records(watch), 1);
+
+	int go[2], done[2];
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(done), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		/* Only the parent writes `go`: its exit (even by a failed
+		 * assertion) must end the wait below. */
+		close(go[1]);
+		close(done[0]);
+		/* Use the NORECORD handle every way a reader can, and try to
+		 * write through it: nothing may claim a record. */
+		semcache_response *out = NULL;
+		semcache_stats st;
+		semcache_ref ref;
+		semcache_proc_info pi[64];
+		size_t n = 0;
+		int bad = 0;
+		bad |= semcache_get(nr, "ns", "k", 0, &out) != 0;
+		semcache_response_free(out);
+		bad |= semcache_stat(nr, &st) != 0;
+		bad |= semcache_procs(nr, pi, 64, &n) != 0;
+		bad |= n != 1 || pi[0].pid != getppid(); /* tells dead from alive */
+		for (size_t i = 0; i < n; i++)
+			bad |= pi[i].self;
+		bad |= st.procs_attached != 1;
+		bad |= semcache_get_ref(nr, "ns", "k", &ref) != SEMCACHE_EPROCFULL;
+		bad |= put_simple(nr, "ns", "child", "v") != SEMCACHE_EPROCFULL;
+		bad |= semcache_delete(nr, "ns", "k") != SEMCACHE_EPROCFULL;
+		char b = (char)bad;
+		(void)!write(done[1], &b, 1);
+		(void)!read(go[0], &b, 1); /* stay alive while the parent looks */
+		_exit(0);
+	}
+	close(go[0]);
+	close(done[1]);
+	char b = 1;
+	cr_assert_eq(read(done[0], &b, 1), 1);
+	cr_assert_eq(b, 0, "the child's NORECORD handle misbehaved");
+	/* The child is alive now: a record it had claimed would be live. */
+	cr_assert_eq(live_records(watch), 1, "the child claimed a record");
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(watch, &st), 0);
+	cr_assert_eq(st.procs_attached, 1);
+	cr_assert_eq(write(go[1], &b, 1), 1);
+	int ws;
+	cr_assert_eq(waitpid(pid, &ws, 0), pid);
+	cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+	close(go[1]);
+	close(done[0]);
+	semcache_close(nr);
+	semcache_close(watch);
+}
+
+/* A child that attaches, counts 3 puts, 2 hits, 1 miss and 1 delete, then
+ * leaves with or without semcache_close(). */
+static void counting_child(bool close_it)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		semcache *c;
+		semcache_options o;
+		memset(&o, 0, sizeof o);
+		if (semcache_open(path, &o, &c) != 0)
+			_exit(1);
+		semcache_response *out = NULL;
+		int bad = 0;
+		for (int i = 0; i < 3; i++) {
+			char key[16];
+			snprintf(key, sizeof key, "c%d", i);
+			bad |= put_simple(c, "ns", key, "v") != 0;
+		}
+		for (int i = 0; i < 2; i++) {
+			bad |= semcache_get(c, "ns", "c0", 0, &out) != 0;
+			semcache_response_free(out);
+		}
+		bad |= semcache_get(c, "ns", "absent", 0, &out) != SEMCACHE_ENOTFOUND;
+		bad |= semcache_delete(c, "ns", "c2") != 0;
+		if (close_it)
+			semcache_close(c);
+		_exit(bad); /* without close: the kernel drops the record's lock */
+	}
+	int ws;
+	cr_assert_eq(waitpid(pid, &ws, 0), pid);
+	cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "counting child failed");
+}
+
+static void assert_counted(semcache *c, uint64_t times)
+{
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	cr_assert_eq(st.total.puts, 1 + 3 * times); /* make_segment's put too */
+	cr_assert_eq(st.total.hits, 2 * times);
+	cr_assert_eq(st.total.misses, times);
+	cr_assert_eq(st.total.deletes, times);
+}
+
+static void departed_counters_survive(bool close_it)
+{
+	make_segment();
+	semcache *watch;
+	semcache_options o;
+	memset(&o, 0, sizeof o);
+	o.flags = SEMCACHE_OPEN_NORECORD; /* counts nothing itself */
+	cr_assert_eq(semcache_open(path, &o, &watch), 0);
+	counting_child(close_it);
+	assert_counted(watch, 1);
+	/* The next claimant of that record folds its counts into the departed
+	 * totals: counted once, neither lost nor doubled. */
+	counting_child(close_it);
+	assert_counted(watch, 2);
+	semcache *other;
+	memset(&o, 0, sizeof o);
+	cr_assert_eq(semcache_open(path, &o, &other), 0);
+	assert_counted(watch, 2);
+	semcache_close(other);
+	assert_counted(watch, 2);
+	semcache_close(watch);
+}
+
+Test(segment, departed_counters_survive_an_exit_without_close)
+{
+	departed_counters_survive(false);
+}
+
+Test(segment, departed_counters_survive_close)
+{
+	departed_counters_survive(true);
+}
