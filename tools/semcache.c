@@ -66,6 +66,7 @@ enum { RC_OK = 0, RC_MISS = 1, RC_USAGE = 2, RC_RUNTIME = 3 };
 #define REPORT_LEN    65536            /* verify report buffer */
 
 static const char *g_path;             /* --path, else $SEMCACHE_PATH, else the default */
+static bool g_group;                   /* --group: a 0660 segment (or a group member's) is fine */
 static const char *g_cmd = "";         /* running subcommand, named in messages */
 static volatile sig_atomic_t g_stop;   /* set by SIGINT/SIGTERM during stat --watch */
 
@@ -194,6 +195,14 @@ static int parse_opts(int argc, char **argv, struct opt *opts, size_t nopts,
 		int len = eq ? (int)(eq - name) : (int)strlen(name);
 		const char *val = eq ? eq + 1 : NULL;
 		bool is_path = len == 4 && !strncmp(name, "path", 4);
+		if (len == 5 && !strncmp(name, "group", 5) && !val) {
+			g_group = true; /* global: accepted by every command */
+			bool local = false;
+			for (size_t k = 0; k < nopts; k++)
+				local |= !strcmp(opts[k].name, "group");
+			if (!local)
+				continue;
+		}
 		struct opt *o = NULL;
 		for (size_t k = 0; !is_path && k < nopts; k++)
 			if ((int)strlen(opts[k].name) == len && !strncmp(opts[k].name, name, (size_t)len))
@@ -583,15 +592,22 @@ static int refuse_blank(void)
 
 /* Attach to an existing segment, whatever its geometry: options_init()'s
  * geometry is only a default, never a demand on an existing segment. */
-static int open_segment(semcache **out)
+/* inspect: the command only reads (stat, dump, get, search): when every
+ * process record is taken, it goes on without one (it then counts nothing
+ * and is not listed among the processes). */
+static int open_segment(semcache **out, bool inspect)
 {
 	semcache_options o;
 	int rc = refuse_blank();
 	if (rc)
 		return rc;
 	semcache_options_init(&o);
-	o.flags = SEMCACHE_OPEN_NOCREATE;
+	o.flags = SEMCACHE_OPEN_NOCREATE | (g_group ? SEMCACHE_OPEN_GROUP : 0);
 	int err = semcache_open(g_path, &o, out);
+	if (err == SEMCACHE_EPROCFULL && inspect) {
+		o.flags |= SEMCACHE_OPEN_NORECORD;
+		err = semcache_open(g_path, &o, out);
+	}
 	if (err == -ENOENT) {
 		msg("cannot open %s: %s (make one with 'semcache create')", g_path,
 		    semcache_strerror(err));
@@ -1010,7 +1026,7 @@ static int replace_segment(const semcache_options *so, semcache **c)
 		goto drop;
 	}
 	unlink(tmp);
-	rc = open_segment(c);
+	rc = open_segment(c, false);
 	goto out;
 drop:
 	unlink(tmp);
@@ -1097,8 +1113,10 @@ static int cmd_create(int argc, char **argv)
 	if (so.arena_bytes < so.block_size)
 		return usage_error("--arena must hold at least one block (%" PRIu32 " bytes)",
 		                   so.block_size);
-	if (o[O_GROUP].seen)
+	if (o[O_GROUP].seen) {
 		so.flags |= SEMCACHE_OPEN_GROUP;
+		g_group = true;
+	}
 	so.flags |= SEMCACHE_OPEN_EXCL;
 
 	if (!o[O_FORCE].seen) {
@@ -1511,7 +1529,7 @@ static int cmd_stat(int argc, char **argv)
 		sigaction(SIGINT, &sa, NULL);
 		sigaction(SIGTERM, &sa, NULL);
 	}
-	if ((rc = open_segment(&c)))
+	if ((rc = open_segment(&c, true)))
 		return rc;
 	for (;;) {
 		if ((rc = take_snapshot(c, &snap)))
@@ -1639,7 +1657,7 @@ static int cmd_dump(int argc, char **argv)
 	                                       &d.limit)))
 		return rc;
 	d.json = o[O_JSON].seen;
-	if ((rc = open_segment(&c)))
+	if ((rc = open_segment(&c, true)))
 		return rc;
 	if (!d.json)
 		puts("NS\tKEY\tSCOPE\tAGE\tEXACT_TTL\tSEM_TTL\tHITS\tSIZE");
@@ -1672,7 +1690,7 @@ static int cmd_get(int argc, char **argv)
 		return parse_result(pr);
 	if (npos != 2)
 		return usage_error("expected NS and KEY");
-	if ((rc = open_segment(&c)))
+	if ((rc = open_segment(&c, !o[O_TOUCH].seen)))
 		return rc;
 	int err = semcache_get(c, pos[0], pos[1], o[O_TOUCH].seen ? SEMCACHE_GET_TOUCH : 0, &r);
 	if (err == SEMCACHE_ENOTFOUND) {
@@ -1742,7 +1760,7 @@ static int cmd_put(int argc, char **argv)
 	a.response = &rec.resp;
 	a.embedding = emb;
 	a.embedding_dim = dim;
-	if ((rc = open_segment(&c)))
+	if ((rc = open_segment(&c, false)))
 		goto out;
 	if (emb && (rc = check_dim(c, dim)))
 		goto out;
@@ -1797,7 +1815,7 @@ static int cmd_search(int argc, char **argv)
 		rc = RC_RUNTIME;
 		goto out;
 	}
-	if ((rc = open_segment(&c)) || (rc = check_dim(c, dim)))
+	if ((rc = open_segment(&c, true)) || (rc = check_dim(c, dim)))
 		goto out;
 	if (!o[O_THR].seen) {
 		if ((err = semcache_stat(c, &st))) {
@@ -1880,7 +1898,7 @@ static int cmd_delete(int argc, char **argv)
 		return parse_result(pr);
 	if (npos != 2)
 		return usage_error("expected NS and KEY");
-	if ((rc = open_segment(&c)))
+	if ((rc = open_segment(&c, false)))
 		return rc;
 	int err = semcache_delete(c, pos[0], pos[1]);
 	if (err == SEMCACHE_ENOTFOUND) {
@@ -1922,7 +1940,7 @@ static int cmd_invalidate(int argc, char **argv)
 		return usage_error("say what to remove: --all, --ns NS [--prefix P] or --prefix P");
 	if (o[O_PREFIX].seen && !*o[O_PREFIX].arg)
 		return usage_error("--prefix must not be empty (use --ns NS or --all)");
-	if ((rc = open_segment(&c)))
+	if ((rc = open_segment(&c, false)))
 		return rc;
 	int err = semcache_invalidate(c, o[O_NS].seen ? o[O_NS].arg : NULL,
 	                              o[O_PREFIX].seen ? o[O_PREFIX].arg : NULL, &count);
@@ -1951,7 +1969,7 @@ static int cmd_verify(int argc, char **argv)
 		msg("%s", semcache_strerror(-ENOMEM));
 		return RC_RUNTIME;
 	}
-	if ((rc = open_segment(&c)))
+	if ((rc = open_segment(&c, false)))
 		goto out;
 	int err = semcache_verify(c, report, REPORT_LEN);
 	if (err == 0) {
@@ -2150,7 +2168,7 @@ static const struct command *find_command(const char *name)
 
 static void main_help(FILE *f)
 {
-	fputs("usage: semcache [--path PATH] COMMAND [OPTIONS] [ARGS]\n"
+	fputs("usage: semcache [--path PATH] COMMAND [--group] [OPTIONS] [ARGS]\n"
 	      "\n"
 	      "Operate a semcache shared-memory LLM response cache.\n"
 	      "\n"
@@ -2160,6 +2178,7 @@ static void main_help(FILE *f)
 	fputs("\n"
 	      "Global options (before or after the command):\n"
 	      "  --path PATH  segment file (default $SEMCACHE_PATH, else " SEMCACHE_DEFAULT_PATH ")\n"
+	      "  --group      (after the command) accept a group-shared segment (mode 0660)\n"
 	      "  -h, --help   help (after a command: that command's help)\n"
 	      "\n"
 	      "Exit status: 0 ok; 1 miss, no match or verify found damage; 2 usage error;\n"

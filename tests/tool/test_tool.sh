@@ -387,6 +387,27 @@ expect 3 "get on a non-existent path" get a b
 expect 3 "destroy of a non-existent path" destroy
 SEG=$REAL
 
+# ------------------------------------------- group segments, a full table
+SEG=$REAL.group
+expect 0 "create --group" create --slots 64 --dim 4 --arena 256K --max-payload 16K --max-procs 1 --group
+check "a group segment is mode 0660" [ "$(stat -c %a "$SEG")" = 660 ]
+expect 3 "stat without --group refuses a 0660 segment" stat
+check "the refusal names the reason" grep -qi "unsafe" "$TMP/err"
+expect 0 "stat --group" stat --group
+expect 0 "verify --group" verify --group
+# the one process record taken by a watching tool: reads still work
+"$SC" --path "$SEG" stat --group --watch 0.2 >/dev/null 2>&1 &
+GPID=$!
+sleep 0.5
+expect 3 "put with every process record taken" put ns k --group <<<'{"content":"x","model":"m"}'
+check "the refusal says the table is full" grep -qi "process table is full" "$TMP/err"
+expect 0 "stat with every process record taken" stat --group
+expect 1 "get with every process record taken (a miss, not an error)" get ns k --group
+kill -INT "$GPID" 2>/dev/null
+wait "$GPID" 2>/dev/null
+expect 0 "destroy --group segment" destroy --group
+SEG=$REAL
+
 # ---------------------------------------------------------------- destroy
 expect 0 "destroy" destroy
 check "destroy removed the file" [ ! -e "$SEG" ]
