@@ -162,7 +162,7 @@ bench upstream "http://127.0.0.1:$UP/v1/chat/completions"
 
 echo "proxy_bench.sh: miss path, 200 unique requests each way, alternating" >&2
 python3 - "$tmp" "$PX" "$UP" "$secs" "$conns" "$json_out" <<'PY'
-import http.client, json, os, re, statistics, sys, time
+import http.client, json, os, random, re, statistics, string, sys, time
 
 tmp, px, up, secs, conns, json_out = sys.argv[1:7]
 
@@ -185,6 +185,9 @@ def wrk(name):
     return out
 
 
+rng = random.Random(7)
+
+
 def misses(n):
     """n unique requests each way, alternating direct and through the proxy
     so both see the same background load; medians in ms."""
@@ -192,8 +195,12 @@ def misses(n):
     lat = {up: [], px: []}
     for i in range(n):
         for p in (up, px):
+            # random letters: no two requests are paraphrases of each other,
+            # so each is a real miss (exact and semantic lookups, then the
+            # upstream), not a semantic hit on the previous one
+            text = "".join(rng.choice(string.ascii_lowercase + " ") for _ in range(80))
             body = json.dumps({"model": "bench-model", "user": "bench", "messages": [
-                {"role": "user", "content": "Unique question %d via %s at %f" % (i, p, time.time())}]})
+                {"role": "user", "content": text}]})
             t0 = time.perf_counter()
             conns[p].request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
             r = conns[p].getresponse()

@@ -78,7 +78,8 @@ static int last_user_text(const json_t *msgs, char **out)
 	return rc;
 }
 
-int px_canon_request(const json_t *body, px_canon *out, char *err, size_t errlen)
+int px_canon_request(const json_t *body, const char *raw, size_t raw_len, bool want_scope,
+                     px_canon *out, char *err, size_t errlen)
 {
 	const json_t *model, *msgs, *stream, *n;
 	char *text = NULL;
@@ -134,11 +135,21 @@ int px_canon_request(const json_t *body, px_canon *out, char *err, size_t errlen
 	/* Key and scope come from the library, which every other client of
 	 * semcache can call too (semcache_request_key_json): one rule for what
 	 * is part of the key. */
-	rc = -ENOMEM;
-	text = json_dumps(body, JSON_COMPACT);
-	if (!text)
-		goto out;
-	rc = semcache_request_key_json(text, strlen(text), out->key, out->scope, sizeof out->scope);
+	if (!raw) {
+		rc = -ENOMEM;
+		text = json_dumps(body, JSON_COMPACT);
+		if (!text)
+			goto out;
+		raw = text;
+		raw_len = strlen(text);
+	} else {
+		/* kept for px_canon_scope(): the caller's buffer outlives *out */
+		out->raw = raw;
+		out->raw_len = raw_len;
+	}
+	rc = semcache_request_key_json(raw, raw_len, out->key, want_scope ? out->scope : NULL,
+	                               want_scope ? sizeof out->scope : 0);
+	out->have_scope = want_scope && rc == 0;
 	if (rc == -EINVAL)
 		snprintf(err, errlen, "the request body cannot be keyed");
 	if (rc)
@@ -148,6 +159,19 @@ out:
 	free(text);
 	if (rc)
 		px_canon_free(out);
+	return rc;
+}
+
+int px_canon_scope(px_canon *c)
+{
+	char key[SEMCACHE_KEY_LEN];
+	int rc;
+	if (c->have_scope)
+		return 0;
+	if (!c->raw)
+		return -EINVAL;
+	rc = semcache_request_key_json(c->raw, c->raw_len, key, c->scope, sizeof c->scope);
+	c->have_scope = rc == 0;
 	return rc;
 }
 

@@ -379,6 +379,10 @@ static void store(chat *q, const json_t *completion, double seconds)
 	r.latency_ms = seconds * 1000 > UINT32_MAX ? UINT32_MAX : (uint32_t)(seconds * 1000);
 	r.finish_reason = json_string_value(json_object_get(ch, "finish_reason"));
 	r.metadata = meta_s;
+	if ((rc = px_canon_scope(&q->canon)) < 0) {
+		px_log("not stored: cannot build the semantic scope: %s", strerror(-rc));
+		goto out;
+	}
 	a.ns = q->ns;
 	a.key = q->canon.key;
 	a.scope = q->canon.scope;
@@ -872,7 +876,8 @@ static enum MHD_Result handle_chat(px_worker_ctx *w, struct MHD_Connection *conn
 		goto out_count;
 	}
 	err[0] = '\0';
-	rc = px_canon_request(q.body, &q.canon, err, sizeof err);
+	rc = px_canon_request(q.body, pc->body.p ? pc->body.p : "", pc->body.len, false, &q.canon,
+	                      err, sizeof err);
 	if (rc == -EINVAL) {
 		ret = send_error(w, conn, 400, "invalid_request_error", "invalid_request", NULL,
 		                 "%s", err);
@@ -928,7 +933,9 @@ static enum MHD_Result handle_chat(px_worker_ctx *w, struct MHD_Connection *conn
 		if (rc != SEMCACHE_ENOTFOUND)
 			px_log("exact lookup failed: %s", semcache_strerror(rc));
 		embed(&q);
-		if (q.vec) {
+		if (q.vec && (rc = px_canon_scope(&q.canon)) < 0)
+			px_log("cannot build the semantic scope: %s", strerror(-rc));
+		if (q.vec && q.canon.have_scope) {
 			rc = semcache_search(w->cache, q.ns, q.canon.scope, q.vec, q.vec_dim,
 			                     (float)cfg->threshold, &r, &sim);
 			if (rc == 0) {

@@ -101,12 +101,19 @@ typedef struct px_canon {
 	bool cacheable;     /* false: bypass (reason says why) */
 	const char *reason;
 	bool stream, include_usage;
+	bool have_scope;    /* scope is filled in (else px_canon_scope() does it) */
+	const char *raw;    /* the body as received, when the caller passed it */
+	size_t raw_len;
 } px_canon;
 
-/* Key, scope and embedding text of a parsed chat-completions body (without
- * the `cache` object).  -EINVAL with a message in err when the body is not a
+/* Key, scope (when want_scope; else later, from raw) and embedding text of a
+ * parsed chat-completions body; raw is the body as received (its `cache`
+ * object does not change the key), or NULL (then body is serialised).  -EINVAL with a message in err when the body is not a
  * chat-completions request (missing model or messages, wrong types). */
-int px_canon_request(const json_t *body, px_canon *out, char *err, size_t errlen);
+int px_canon_request(const json_t *body, const char *raw, size_t raw_len, bool want_scope,
+                     px_canon *out, char *err, size_t errlen);
+/* The semantic scope, computed on first use (an exact hit never needs it). */
+int px_canon_scope(px_canon *c);
 void px_canon_free(px_canon *c);
 /* Namespace from the user id (may be NULL) and the ACL hash (may be NULL).
  * -EINVAL when the ACL is not a short printable token. */

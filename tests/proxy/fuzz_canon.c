@@ -83,7 +83,7 @@ static void check_request(json_t *v)
 	char *text;
 	size_t ml;
 
-	if (px_canon_request(v, &c1, err, sizeof err) != 0)
+	if (px_canon_request(v, NULL, 0, true, &c1, err, sizeof err) != 0)
 		return;
 	model = json_string_value(json_object_get(v, "model"));
 	CHECK(model != NULL);
@@ -100,7 +100,7 @@ static void check_request(json_t *v)
 		re = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
 		free(text);
 	}
-	if (re && px_canon_request(re, &c2, err, sizeof err) == 0) {
+	if (re && px_canon_request(re, NULL, 0, true, &c2, err, sizeof err) == 0) {
 		CHECK(c2.cacheable == c1.cacheable);
 		if (c1.cacheable) {
 			CHECK(strcmp(c1.key, c2.key) == 0);
@@ -117,7 +117,7 @@ static void check_request(json_t *v)
 		json_object_set_new(with, "user", json_string("someone"));
 		json_object_set_new(with, "metadata", json_pack("{s:i}", "x", 1));
 		json_object_set_new(with, "store", json_true());
-		if (px_canon_request(with, &c3, err, sizeof err) == 0) {
+		if (px_canon_request(with, NULL, 0, true, &c3, err, sizeof err) == 0) {
 			if (c1.cacheable && c3.cacheable) {
 				CHECK(strcmp(c1.key, c3.key) == 0);
 				CHECK(strcmp(c1.scope, c3.scope) == 0);
