@@ -672,14 +672,16 @@ static int j_dump_cb(const char *buf, size_t len, void *data)
 	return w_append(data, buf, len);
 }
 
-/* Serialise j into out, at most max bytes.  9 significant digits carry a
- * float32 exactly, and keep a 384-float embedding near 5 KB. */
-static int j_dump(const json_t *j, size_t max, sc_buf *out)
+/* Serialise j into out, at most max bytes, with reals to digits
+ * significant digits: 9 carry a float32 exactly (an embedding list near
+ * 5 KB for 384 floats); an entry needs 17 so created_at keeps its
+ * milliseconds (13 digits today). */
+static int j_dump(const json_t *j, int digits, size_t max, sc_buf *out)
 {
 	sc_wctx w = { out, max, 0 };
 
 	out->len = 0;
-	if (json_dump_callback(j, j_dump_cb, &w, JSON_COMPACT | JSON_REAL_PRECISION(9)) != 0)
+	if (json_dump_callback(j, j_dump_cb, &w, JSON_COMPACT | JSON_REAL_PRECISION(digits)) != 0)
 		return w.rc ? w.rc : -ENOMEM;
 	return 0;
 }
@@ -732,7 +734,7 @@ int sc_rseed_encode(const semcache_response *r, const float *emb, uint32_t dim,
 	j_set(root, "created_at", json_real((double)created_ms / 1000.0), &rc);
 	j_set(root, "hit_count", json_integer((json_int_t)hit_count), &rc);
 	if (!rc)
-		rc = j_dump(root, max, out);
+		rc = j_dump(root, 17, max, out);
 out:
 	json_decref(usage);
 	json_decref(tcs);
@@ -753,7 +755,7 @@ int sc_rseed_emb_encode(const float *v, uint32_t dim, sc_buf *out)
 	a = j_floats(v, dim);
 	if (!a)
 		return -ENOMEM;
-	rc = j_dump(a, SIZE_MAX, out);
+	rc = j_dump(a, 9, SIZE_MAX, out);
 	json_decref(a);
 	return rc;
 }
