@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #define DEFAULT_TIMEOUT_MS 1000u
+#define SC_REDIS_MAX_ELEMENTS (1u << 20)   /* largest array reply we accept */
 
 struct sc_redis_conn {
 	redisContext *ctx;       /* NULL while disconnected */
@@ -446,6 +447,14 @@ static int do_connect(sc_redis_conn *c)
 		return rc;
 	}
 	c->reader = redisReaderCreate();
+#if HIREDIS_MAJOR > 1 || (HIREDIS_MAJOR == 1 && (HIREDIS_MINOR > 0 || HIREDIS_PATCH >= 1))
+	/* 1.0.1 caps the element count a reply may declare before the reader
+	 * allocates for it; 0.14 has no such cap and allocates what the
+	 * server claims (the server is the one we configured, the values in
+	 * it are what we do not trust). */
+	if (c->reader)
+		c->reader->maxelements = SC_REDIS_MAX_ELEMENTS;
+#endif
 	fl = fcntl(c->ctx->fd, F_GETFL);
 	if (!c->reader || fl < 0 || fcntl(c->ctx->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
 		rc = c->reader ? -errno : -ENOMEM;
@@ -564,7 +573,7 @@ int sc_redis_append(sc_redis_conn *c, unsigned expect, int argc, const char **ar
                     const size_t *argvlen)
 {
 	char *cmd = NULL;
-	int len;
+	long long len; /* int in 0.14, long long in 1.x */
 
 	if (!c || argc <= 0 || !argv || !expect)
 		return -EINVAL;
@@ -583,6 +592,10 @@ int sc_redis_append(sc_redis_conn *c, unsigned expect, int argc, const char **ar
 	len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
 	if (len < 0 || !cmd)
 		return -ENOMEM;
+	if ((unsigned long long)len > SIZE_MAX - c->out_len) {
+		redisFreeCommand(cmd);
+		return -E2BIG;
+	}
 	if (c->out_len + (size_t)len > c->out_cap) {
 		size_t cap = c->out_cap ? c->out_cap : 4096;
 		char *o;

@@ -113,7 +113,8 @@ int sc_redis_exec(sc_redis_conn *c, redisReply **replies, int *rcs, size_t *n);
 void sc_redis_free_replies(redisReply **replies, size_t n);
 
 /* One command: append + exec.  *reply (may be NULL to discard) is the
- * reply on success, NULL otherwise. */
+ * reply on success, NULL otherwise.  -EBUSY while a batch is queued (a
+ * command must not interleave with it). */
 int sc_redis_command(sc_redis_conn *c, unsigned expect, redisReply **reply, int argc,
                      const char **argv, const size_t *argvlen);
 
