@@ -587,6 +587,95 @@ Test(redis_garbage, protocol_garbage_is_classified_not_trusted, .fini = fake_sto
 	}
 }
 
+/* A server that answers the handshake, then sends a reply one byte every
+ * 20 ms without ever finishing it: each read() returns data, so a timeout
+ * per system call (hiredis's SO_RCVTIMEO) would never fire.  Our deadline
+ * is for the whole batch. */
+static int trickle_server(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t l = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	cr_assert_eq(listen(fd, 4), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+	fflush(NULL);
+	fake_pid = fork();
+	cr_assert_geq(fake_pid, 0);
+	if (fake_pid == 0) {
+		char buf[4096];
+		int c;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		c = accept(fd, NULL, NULL);
+		if (c < 0 || read(c, buf, sizeof buf) <= 0 || write(c, "+PONG\r\n", 7) != 7 ||
+		    read(c, buf, sizeof buf) <= 0 || write(c, "$100000\r\n", 9) != 9)
+			_exit(1);
+		/* bounded: 100000 bytes at most, and the test kills us anyway */
+		for (int i = 0; i < 100000 && send(c, "x", 1, MSG_NOSIGNAL) == 1; i++)
+			tr_sleep_ms(20);
+		_exit(0);
+	}
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+Test(redis_fail, deadline_is_total_against_a_trickling_server, .fini = fake_stop,
+     .timeout = 60)
+{
+	const uint32_t deadline = 300;
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = trickle_server(),
+	                        .connect_timeout_ms = 2000, .command_timeout_ms = deadline };
+	sc_redis_conn *c = connect_ok(&cfg);
+	long long t0 = tr_now_ms(), took;
+	int rc = cmd(c, SC_RT_STRING, NULL, 2, "GET", "slow");
+
+	took = tr_now_ms() - t0;
+	cr_assert_eq(rc, -ETIMEDOUT, "got %d (%s)", rc, sc_redis_class_name(rc));
+	cr_assert_lt(took, 5 * deadline, "returned after %lld ms", took);
+	cr_assert_not(sc_redis_connected(c));
+	sc_redis_close(c);
+}
+
+Test(redis_refused, password_given_to_a_server_without_one_is_refused, .init = start_plain,
+     .fini = stop_all, .timeout = 60)
+{
+	sc_redis_config cfg = tcp_config(&srv, 2000);
+	sc_redis_conn *c = NULL;
+	int rc;
+
+	cfg.password = "unexpected";
+	rc = sc_redis_connect(&cfg, &c);
+	/* A configuration mismatch the operator must fix: reported as auth. */
+	cr_assert_eq(rc, -EACCES, "got %d (%s): %s", rc, sc_redis_class_name(rc),
+	             sc_redis_last_error(c));
+	sc_redis_close(c);
+}
+
+Test(redis_wire, bad_configs_are_refused_before_any_io)
+{
+	const sc_redis_config bad[] = {
+		{ .host = NULL, .port = 6379 },
+		{ .host = "127.0.0.1", .port = 0 },
+		{ .host = "127.0.0.1", .port = 70000 },
+		{ .host = "127.0.0.1", .port = 1, .db = -1 },
+		{ .host = "127.0.0.1", .port = 1, .username = "u" }, /* user without password */
+	};
+	sc_redis_conn *c = (sc_redis_conn *)1;
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert_eq(sc_redis_connect(&bad[i], &c), -EINVAL, "config %zu", i);
+		cr_assert_null(c);
+	}
+	cr_assert_eq(sc_redis_connect(NULL, &c), -EINVAL);
+	cr_assert_eq(sc_redis_exec(NULL, NULL, NULL, NULL), -EINVAL);
+	cr_assert_eq(sc_redis_append(NULL, SC_RT_STATUS, 1, (const char *[]){ "PING" }, NULL),
+	             -EINVAL);
+}
+
 Test(redis_garbage, unexpected_reply_type_keeps_the_stream, .init = start_plain,
      .fini = stop_all, .timeout = 60)
 {
