@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -426,10 +427,12 @@ static int do_connect(sc_redis_conn *c)
 #if HIREDIS_MAJOR >= 1
 	redisOptions o;
 	memset(&o, 0, sizeof o);
-	if (c->unix_path)
+	/* Braces: in 1.0.0 these macros are bare statement lists. */
+	if (c->unix_path) {
 		REDIS_OPTIONS_SET_UNIX(&o, c->unix_path);
-	else
+	} else {
 		REDIS_OPTIONS_SET_TCP(&o, c->host, c->port);
+	}
 	o.connect_timeout = &ctv;
 	c->ctx = redisConnectWithOptions(&o);
 #else
