@@ -41,7 +41,11 @@
  * Every decoder rejects what it does not accept with a code, never a crash:
  * SEMCACHE_EBADRECORD (malformed, over a cap, trailing bytes), SEMCACHE_EDIM
  * (wrong embedding length), SEMCACHE_EEMBEDDING (NaN/Inf or zero norm),
- * -ENOMEM.  Work and memory are linear in the input, which callers cap.
+ * -ENOMEM.  Work and memory are linear in the input, which callers cap:
+ * native decoding allocates nothing (a full response decode allocates its
+ * one block); JSON decoding costs jansson's tree, a small multiple of the
+ * input, whose length the seed decoders check against a cap before
+ * parsing.  Every function is reentrant; none keeps state between calls.
  */
 #ifndef SC_REDIS_CODEC_H
 #define SC_REDIS_CODEC_H
