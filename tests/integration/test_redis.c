@@ -351,6 +351,22 @@ Test(redis_fail, nothing_listening_is_unreachable)
 	cr_assert_not_null(c, "a failed connect still hands back a handle to retry with");
 	cr_assert_neq(sc_redis_last_error(c)[0], '\0');
 	cr_assert_eq(cmd(c, SC_RT_STATUS, NULL, 1, "PING"), -ENOTCONN);
+
+	/* A batch is capped, and one sent while down fails whole, each
+	 * command with the transport's class. */
+	const char *ping[1] = { "PING" };
+	static redisReply *rep[SC_REDIS_MAX_BATCH];
+	static int rcs[SC_REDIS_MAX_BATCH];
+	size_t n = 0;
+	for (unsigned i = 0; i < SC_REDIS_MAX_BATCH; i++)
+		cr_assert_eq(sc_redis_append(c, SC_RT_STATUS, 1, ping, NULL), 0);
+	cr_assert_eq(sc_redis_append(c, SC_RT_STATUS, 1, ping, NULL), -E2BIG);
+	cr_assert_eq(cmd(c, SC_RT_STATUS, NULL, 1, "PING"), -EBUSY, "no command inside a batch");
+	cr_assert_eq(sc_redis_exec(c, rep, rcs, &n), -ENOTCONN);
+	cr_assert_eq(n, SC_REDIS_MAX_BATCH);
+	for (size_t i = 0; i < n; i++)
+		cr_assert(rep[i] == NULL && rcs[i] == -ENOTCONN);
+	cr_assert_eq(sc_redis_pending(c), 0, "the queue is empty after exec, failed or not");
 	sc_redis_close(c);
 }
 
