@@ -85,6 +85,16 @@ struct sc_tier_rt {
 	bool holder;
 	char origin[33];      /* hex of the segment's creation id */
 
+	/* read-through (application threads, one at a time: rt_mu) */
+	uint32_t read_through_ms;
+	pthread_mutex_t rt_mu;
+	sc_redis_conn *rconn;
+	sc_redis_config rcfg;
+	sc_backoff rbo;
+	int64_t rnext_try;
+	sc_buf rkentry, rkemb;
+	float *rrow;
+
 	/* scratch */
 	sc_buf kentry, kemb, kindex, kstream, val, emb, payload;
 	float *row;
@@ -641,9 +651,11 @@ static int parse_event(struct sc_tier_rt *rt, const redisReply *e, struct event 
 	return 0;
 }
 
-/* Install one fetched entry (entry and embedding replies). */
+/* Install one fetched entry (entry and embedding replies); row holds dim
+ * floats of scratch.  With keep non-NULL, the decoded response is handed
+ * over there when the entry was valid and live (installed or not). */
 static void install(struct sc_tier_rt *rt, const char *id, const redisReply *ve,
-                    const redisReply *vm)
+                    const redisReply *vm, float *row, semcache_response **keep)
 {
 	semcache *c = rt->c;
 	struct sc_tier *t = T(rt);
@@ -658,7 +670,7 @@ static void install(struct sc_tier_rt *rt, const char *id, const redisReply *ve,
 		goto reject;
 	bool has_emb = false;
 	if (c->dim && vm && vm->type == REDIS_REPLY_STRING) {
-		if (sc_remb_decode(vm->str, vm->len, c->dim, rt->row) < 0)
+		if (sc_remb_decode(vm->str, vm->len, c->dim, row) < 0)
 			goto reject;
 		has_emb = true;
 	} else if (vm && vm->type != REDIS_REPLY_NIL && vm->type != REDIS_REPLY_STRING) {
@@ -674,7 +686,7 @@ static void install(struct sc_tier_rt *rt, const char *id, const redisReply *ve,
 		goto out;
 	semcache_put_args a = {
 		.ns = ns, .key = key, .scope = scope, .response = resp,
-		.embedding = has_emb ? rt->row : NULL, .embedding_dim = has_emb ? c->dim : 0,
+		.embedding = has_emb ? row : NULL, .embedding_dim = has_emb ? c->dim : 0,
 	};
 	sc_put_import imp = { .created_ms = e.created_ms, .exact_exp_ms = e.exact_expiry_ms,
 	                      .sem_exp_ms = has_emb ? e.semantic_expiry_ms : e.created_ms };
@@ -683,6 +695,10 @@ static void install(struct sc_tier_rt *rt, const char *id, const redisReply *ve,
 		count(&t->imported, 1);
 	else if (rc < 0 && rc != -ENOMEM && rc != SEMCACHE_EFULL && rc != SEMCACHE_EBUSY)
 		goto reject;
+	if (keep && e.exact_expiry_ms > now) {
+		*keep = resp;
+		resp = NULL;
+	}
 	goto out;
 reject:
 	count(&t->import_rejected, 1);
@@ -732,7 +748,7 @@ static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
 			const redisReply *ve = k < got ? rep[k] : NULL;
 			const redisReply *vm = k + 1 < got ? rep[k + 1] : NULL;
 			k += 2;
-			install(rt, ev[i].id, ve, vm);
+			install(rt, ev[i].id, ve, vm, rt->row, NULL);
 		} else if (!ev[i].own && ev[i].op == 'D') {
 			uint8_t d[32];
 			if (unhex_id(ev[i].id, 64, d) == 0 && sc_delete_digest(c, d) == 1)
@@ -938,6 +954,79 @@ static void *run(void *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * Read-through (application threads)
+ * ---------------------------------------------------------------------- */
+static int read_through(struct sc_tier_rt *rt, const uint8_t digest[32], semcache_response **out)
+{
+	semcache *c = rt->c;
+	redisReply *rep[2] = { NULL, NULL };
+	size_t got = 0;
+	char id[65];
+	int rc;
+
+	if (atomic_load_explicit(&T(rt)->state, memory_order_relaxed) != SC_TIER_UP)
+		return SEMCACHE_ENOTFOUND;
+	if (!sc_redis_connected(rt->rconn)) {
+		if (sc_mono_ms() < rt->rnext_try)
+			return SEMCACHE_ENOTFOUND;
+		rc = rt->rconn ? sc_redis_reconnect(rt->rconn) : sc_redis_connect(&rt->rcfg, &rt->rconn);
+		if (rc < 0) {
+			rt->rnext_try = sc_mono_ms() + sc_backoff_next(&rt->rbo);
+			return SEMCACHE_ENOTFOUND;
+		}
+	}
+	hex_id(digest, id);
+	if (sc_rkey_build(rt->prefix, SC_RKEY_ENTRY, SC_RFMT_NATIVE, id, 64, &rt->rkentry) < 0 ||
+	    sc_rkey_build(rt->prefix, SC_RKEY_EMB, SC_RFMT_NATIVE, id, 64, &rt->rkemb) < 0)
+		return SEMCACHE_ENOTFOUND;
+	const char *g1[2] = { "GET", rt->rkentry.data };
+	const char *g2[2] = { "GET", rt->rkemb.data };
+	if (sc_redis_append(rt->rconn, SC_RT_STRING | SC_RT_NIL, 2, g1, NULL) < 0 ||
+	    sc_redis_append(rt->rconn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL) < 0) {
+		rc = SEMCACHE_ENOTFOUND;
+		size_t n = 0;
+		(void)sc_redis_exec(rt->rconn, rep, NULL, &n); /* empty the queue */
+		sc_redis_free_replies(rep, n);
+		return rc;
+	}
+	rc = sc_redis_exec(rt->rconn, rep, NULL, &got);
+	if (rc < 0 && sc_redis_class_is_down(rc)) {
+		rt->rnext_try = sc_mono_ms() + sc_backoff_next(&rt->rbo);
+		sc_redis_free_replies(rep, got);
+		return SEMCACHE_ENOTFOUND;
+	}
+	sc_backoff_reset(&rt->rbo);
+	*out = NULL;
+	install(rt, id, got > 0 ? rep[0] : NULL, got > 1 ? rep[1] : NULL, rt->rrow, out);
+	sc_redis_free_replies(rep, got);
+	(void)c;
+	if (!*out)
+		return SEMCACHE_ENOTFOUND;
+	count(&T(rt)->read_through, 1);
+	return 0;
+}
+
+int sc_tier_read_through(semcache *c, const char *ns, const char *key, const uint8_t digest[32],
+                         semcache_response **out)
+{
+	int rc = SEMCACHE_ENOTFOUND;
+
+	(void)ns;
+	(void)key;
+	/* never wait: a handle stopping its tier, or another thread's
+	 * read-through, makes this a plain miss */
+	if (pthread_mutex_trylock(&c->tier_mu) != 0)
+		return rc;
+	struct sc_tier_rt *rt = c->tier_rt;
+	if (rt && rt->read_through_ms && pthread_mutex_trylock(&rt->rt_mu) == 0) {
+		rc = read_through(rt, digest, out);
+		pthread_mutex_unlock(&rt->rt_mu);
+	}
+	pthread_mutex_unlock(&c->tier_mu);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
  * Public calls
  * ---------------------------------------------------------------------- */
 void semcache_tier_options_init(semcache_tier_options *o)
@@ -953,6 +1042,11 @@ static void rt_free(struct sc_tier_rt *rt)
 	if (!rt)
 		return;
 	sc_redis_close(rt->conn);
+	sc_redis_close(rt->rconn);
+	free(rt->rkentry.data);
+	free(rt->rkemb.data);
+	free(rt->rrow);
+	pthread_mutex_destroy(&rt->rt_mu);
 	free(rt->host);
 	free(rt->unix_path);
 	free(rt->username);
@@ -1008,6 +1102,7 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 	if (!(rt = calloc(1, sizeof *rt)))
 		return -ENOMEM;
 	pthread_mutex_init(&rt->mu, NULL);
+	pthread_mutex_init(&rt->rt_mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1031,13 +1126,20 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 	};
 	sc_backoff_init(&rt->bo, o.backoff_base_ms ? o.backoff_base_ms : 50,
 	                o.backoff_cap_ms ? o.backoff_cap_ms : 2000, 0);
+	rt->read_through_ms = o.read_through_ms;
+	rt->rcfg = rt->cfg;
+	rt->rcfg.connect_timeout_ms = o.read_through_ms ? o.read_through_ms : 1;
+	rt->rcfg.command_timeout_ms = o.read_through_ms ? o.read_through_ms : 1;
+	sc_backoff_init(&rt->rbo, o.backoff_base_ms ? o.backoff_base_ms : 50,
+	                o.backoff_cap_ms ? o.backoff_cap_ms : 2000, 0);
 	rt->mine = ((uint64_t)c->seg.me_gen << 32) | ((uint64_t)c->seg.me_idx + 1);
 	for (int i = 0; i < 16; i++)
 		snprintf(rt->origin + 2 * i, 3, "%02x", c->hdr->creation_id[i]);
 	rt->row = calloc(c->dim ? c->dim : 1, sizeof(float));
+	rt->rrow = calloc(c->dim ? c->dim : 1, sizeof(float));
 	rt->dslot = calloc(rt->batch + 1, sizeof(uint32_t));
 	rt->dseq = calloc(rt->batch + 1, sizeof(uint32_t));
-	if (fail || !rt->row || !rt->dslot || !rt->dseq ||
+	if (fail || !rt->row || !rt->rrow || !rt->dslot || !rt->dseq ||
 	    sc_rkey_build(rt->prefix, SC_RKEY_INDEX, SC_RFMT_NATIVE, NULL, 0, &rt->kindex) < 0) {
 		rc = -ENOMEM;
 		goto fail;
@@ -1153,6 +1255,7 @@ int semcache_tier_stat(semcache *c, semcache_tier_stats *st)
 	st->reconnects = atomic_load_explicit(&t->reconnects, memory_order_relaxed);
 	st->takeovers = atomic_load_explicit(&t->takeovers, memory_order_relaxed);
 	st->swept = atomic_load_explicit(&t->swept, memory_order_relaxed);
+	st->read_through = atomic_load_explicit(&t->read_through, memory_order_relaxed);
 	st->dropped = atomic_load_explicit(&t->dropped, memory_order_relaxed);
 	st->deletes_lost = atomic_load_explicit(&t->del_overflow, memory_order_relaxed);
 	st->resync_needed = atomic_load_explicit(&t->resync, memory_order_relaxed) != 0;

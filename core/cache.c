@@ -602,6 +602,13 @@ int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
 	if (rc < 0)
 		return rc;
 	if (rc != READ_OK) {
+		/* read-through: only where this handle runs a syncer that asked
+		 * for it, under its short deadline (backends/syncer.c) */
+		if (atomic_load_explicit(&c->hdr->tier.configured, memory_order_relaxed) &&
+		    sc_tier_read_through(c, ns, key, digest, out) == 0) {
+			COUNT(c, hits);
+			return 0;
+		}
 		COUNT(c, misses);
 		return SEMCACHE_ENOTFOUND;
 	}

@@ -193,6 +193,12 @@ void sc_outbox_del(semcache *c, uint32_t s);
  * deletion): no outbox item.  Takes the writer lock.  1 removed, 0 absent,
  * or a negative code. */
 int sc_delete_digest(semcache *c, const uint8_t digest[32]);
+/* backends/syncer.c: an exact miss asks Redis, when this handle's syncer
+ * has read-through on and the tier is up; never waits for another thread
+ * (a read-through already running on the handle makes this one a miss).
+ * 0 with *out on a hit (installed locally), SEMCACHE_ENOTFOUND otherwise. */
+int sc_tier_read_through(semcache *c, const char *ns, const char *key,
+                         const uint8_t digest[32], semcache_response **out);
 /* Stop this handle's syncer, if any (semcache_close). */
 void sc_tier_close(semcache *c);
 

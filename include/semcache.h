@@ -224,7 +224,10 @@ SEMCACHE_API int semcache_put(semcache *c, const semcache_put_args *a);
 
 /*
  * Exact lookup of (ns, key).  On a hit *out gets a response to free with
- * semcache_response_free().  An entry past its exact TTL is a miss.
+ * semcache_response_free().  An entry past its exact TTL is a miss.  When
+ * this handle runs a syncer started with read_through_ms > 0 and the tier
+ * is up, a local miss asks Redis under that deadline and installs a hit
+ * (see semcache_tier_options); otherwise no lookup touches the network.
  * Errors: SEMCACHE_ENOTFOUND (miss), -EINVAL, -ENOMEM.
  */
 SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
@@ -423,6 +426,12 @@ typedef struct semcache_tier_options {
 	uint32_t batch;          /* outbox items per batch, 1..1024; 0 = 256 */
 	uint32_t warmup;         /* events read back by a new segment's first syncer; 0 = 1000 */
 	uint32_t backoff_base_ms, backoff_cap_ms; /* reconnect backoff; 0 = 50, 2000 */
+	uint32_t read_through_ms; /* > 0: an exact miss of semcache_get() on this handle
+	                           * asks Redis under this deadline (connecting too),
+	                           * only while the tier is up, one request at a time
+	                           * per handle (a concurrent miss does not wait: it
+	                           * stays a miss); a hit there is installed locally.
+	                           * 0 = off (default) */
 } semcache_tier_options;
 
 #define SEMCACHE_TIER_NATIVE 0
@@ -473,6 +482,7 @@ typedef struct semcache_tier_stats {
 	uint64_t imported, import_deleted; /* other hosts' entries installed / removed here */
 	uint64_t import_rejected;  /* values from Redis refused by validation */
 	uint64_t reconnects, takeovers, swept;
+	uint64_t read_through;     /* exact misses answered from Redis */
 	uint64_t dropped;          /* PUT items dropped on a full outbox (re-exported by a sweep) */
 	uint64_t deletes_lost;     /* deletions that found the outbox full */
 	int resync_needed;         /* deletes_lost > 0: Redis may hold deleted entries */

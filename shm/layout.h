@@ -201,7 +201,8 @@ struct sc_tier {
 	_Atomic uint64_t takeovers;          /* +328: leases taken from a dead or stale holder */
 	_Atomic uint32_t resync;             /* +336: a deletion was lost (writers set; never cleared) */
 	_Atomic uint32_t sweep_wanted;       /* +340: writers set after a drop; the holder clears */
-	uint8_t pad3_[40];                   /* +344 */
+	_Atomic uint64_t read_through;       /* +344: misses answered from Redis (any process) */
+	uint8_t pad3_[32];                   /* +352 */
 	/* outbox control (1024..1151, 1152..1279) */
 	alignas(64) _Atomic uint64_t ob_head;   /* +384: next position; writers under wlock */
 	uint8_t pad4_[56];

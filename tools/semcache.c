@@ -1229,8 +1229,9 @@ static void print_tier_text(FILE *f, const semcache_tier_stats *t)
 	     t->dropped, t->deletes_lost, t->resync_needed ? " (RESYNC NEEDED)" : "");
 	TROW("exported", "%" PRIu64 " entries (%" PRIu64 " by sweeps), %" PRIu64 " deletions",
 	     t->exported, t->swept, t->deleted);
-	TROW("imported", "%" PRIu64 " entries, %" PRIu64 " deletions, %" PRIu64 " rejected",
-	     t->imported, t->import_deleted, t->import_rejected);
+	TROW("imported", "%" PRIu64 " entries (%" PRIu64 " by read-through), %" PRIu64
+	     " deletions, %" PRIu64 " rejected", t->imported, t->read_through, t->import_deleted,
+	     t->import_rejected);
 	TROW("reconnects", "%" PRIu64 ", takeovers %" PRIu64, t->reconnects, t->takeovers);
 #undef TROW
 }
@@ -1435,6 +1436,7 @@ static json_t *tier_json(const semcache_tier_stats *t)
 	bad |= jput(o, "imported", jint(t->imported));
 	bad |= jput(o, "import_deleted", jint(t->import_deleted));
 	bad |= jput(o, "import_rejected", jint(t->import_rejected));
+	bad |= jput(o, "read_through", jint(t->read_through));
 	bad |= jput(o, "reconnects", jint(t->reconnects));
 	bad |= jput(o, "takeovers", jint(t->takeovers));
 	if (bad) {
@@ -1552,6 +1554,8 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	prom_u64(f, "tier_import_rejected_total", "counter", "Values from Redis refused.",
 	         tt->import_rejected);
 	prom_u64(f, "tier_reconnects_total", "counter", "Reconnections to Redis.", tt->reconnects);
+	prom_u64(f, "tier_read_through_total", "counter", "Exact misses answered from Redis.",
+	         tt->read_through);
 	prom_family(f, "tier_last_error", "gauge", "Class of the last tier failure (value 1).");
 	fprintf(f, "semcache_tier_last_error{class=\"%s\"} 1\n", tt->last_error_class);
 

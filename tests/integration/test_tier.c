@@ -482,3 +482,48 @@ Test(tier_refused, garbage_values_are_rejected_and_counted, .init = start_two, .
 	cr_assert_eq(semcache_verify(B, report, sizeof report), 0, "%s", report);
 	sc_redis_close(rc);
 }
+
+/* Read-through: an entry in Redis that no event announced is found by an
+ * exact miss on a handle whose syncer has read-through on, and installed;
+ * never while the tier is degraded. */
+Test(tier, read_through_finds_unannounced_entries_only_while_up, .init = start_two,
+     .fini = stop_all, .timeout = 120)
+{
+	start_tier(A);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP, "A up");
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(put_i(A, i, "rt"), 0);
+	AWAIT(tstat(A).exported == 3 && tstat(A).outbox_depth == 0, "exported");
+	/* forget the events: B can only find them by asking */
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	const char *trim[4] = { "XTRIM", "t:llm_cache_events", "MAXLEN", "0" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, NULL, 4, trim, NULL), 0);
+	sc_redis_close(rc);
+
+	semcache_tier_options o = topts(NULL);
+	o.read_through_ms = 500;
+	cr_assert_eq(semcache_tier_start(B, &o), 0);
+	AWAIT(tstat(B).state == SEMCACHE_TIER_UP && atomic_load(&B->hdr->tier.stream_init), "B up");
+	cr_assert_eq(tstat(B).imported, 0);
+	cr_assert_eq(has_i(B, 0, "rt"), 1, "read-through");
+	cr_assert_eq(tstat(B).read_through, 1);
+	cr_assert_eq(tstat(B).imported, 1);
+	/* installed: found again without asking */
+	cr_assert_eq(has_i(B, 0, "rt"), 1);
+	cr_assert_eq(tstat(B).read_through, 1);
+	/* a key Redis does not have stays a miss */
+	cr_assert_eq(has_i(B, 77, "rt"), 0);
+
+	tr_signal(&srv, SIGSTOP);
+	/* before the syncer notices, a read-through may still try: bounded by
+	 * its deadline; once degraded, none is tried */
+	AWAIT(tstat(B).state == SEMCACHE_TIER_DEGRADED, "B degraded");
+	cr_assert_eq(has_i(B, 1, "rt"), 0);
+	cr_assert_eq(tstat(B).read_through, 1);
+	tr_signal(&srv, SIGCONT);
+	AWAIT(tstat(B).state == SEMCACHE_TIER_UP, "B up again");
+	AWAIT(has_i(B, 2, "rt") == 1, "read-through after recovery");
+}
