@@ -79,6 +79,7 @@ struct sc_tier_rt {
 	sc_redis_conn *conn;
 	sc_backoff bo;
 	int64_t next_try;     /* mono ms before which we do not retry after a failure */
+	int64_t import_next;  /* mono ms before which import does not retry (see run) */
 	bool ever_connected;
 
 	uint64_t mine;        /* our lease word */
@@ -429,6 +430,14 @@ static int flush(struct sc_tier_rt *rt)
 	return rc;
 }
 
+/* After a failure while queueing: nothing half-queued may go out later
+ * (exec empties the queue whatever happens; its replies are dropped). */
+static void discard(struct sc_tier_rt *rt)
+{
+	if (sc_redis_pending(rt->conn))
+		(void)flush(rt);
+}
+
 /* Clear DIRTY on the slots just exported, where nothing changed since. */
 static void clear_dirty(struct sc_tier_rt *rt)
 {
@@ -526,6 +535,7 @@ static int export_batch(struct sc_tier_rt *rt)
 	return (int)n;
 fail:
 	rt->ndirty = 0;
+	discard(rt);
 	failed(rt, rc);
 	return rc;
 }
@@ -559,6 +569,12 @@ static int sweep(struct sc_tier_rt *rt)
 			if ((rc = flush(rt)) < 0)
 				goto fail;
 			clear_dirty(rt);
+			/* a long sweep beats too, and stops if the lease went */
+			if (!lease_held(rt)) {
+				rt->holder = false;
+				atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed);
+				return 0;
+			}
 		}
 	}
 	if ((rc = flush(rt)) < 0)
@@ -570,8 +586,7 @@ static int sweep(struct sc_tier_rt *rt)
 fail:
 	rt->ndirty = 0;
 	atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed);
-	if (sc_redis_pending(rt->conn))
-		(void)flush(rt); /* empty the queue; the sweep runs again */
+	discard(rt); /* the sweep runs again */
 	failed(rt, rc);
 	return rc;
 }
@@ -727,8 +742,10 @@ static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
 		const char *g1[2] = { "GET", rt->kentry.data };
 		const char *g2[2] = { "GET", rt->kemb.data };
 		if ((rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g1, NULL)) < 0 ||
-		    (rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL)) < 0)
+		    (rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL)) < 0) {
+			discard(rt);
 			goto out;
+		}
 		nq += 2;
 	}
 	if (nq) {
@@ -937,12 +954,18 @@ static void *run(void *arg)
 			continue;
 		if (!lease_held(rt))
 			continue;
-		rc = import_poll(rt);
+		rc = sc_mono_ms() < rt->import_next ? 0 : import_poll(rt);
 		if (rc < 0) {
-			if (sc_redis_class_is_down(rc) || rc == -EBUSY)
+			if (sc_redis_class_is_down(rc)) {
 				failed(rt, rc);
-			else
+			} else {
+				/* Redis refuses this import only (say, a foreign value at
+				 * the events key: WRONGTYPE): export goes on, import
+				 * retries after a pause */
 				set_error(rt, rc, sc_redis_last_error(rt->conn));
+				rt->import_next = sc_mono_ms() + 1000;
+				pause_ms(rt, SC_TIER_IDLE_MS);
+			}
 			continue;
 		}
 		if (!busy && rc == 0)

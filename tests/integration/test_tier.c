@@ -527,3 +527,30 @@ Test(tier, read_through_finds_unannounced_entries_only_while_up, .init = start_t
 	AWAIT(tstat(B).state == SEMCACHE_TIER_UP, "B up again");
 	AWAIT(has_i(B, 2, "rt") == 1, "read-through after recovery");
 }
+
+/* A foreign value where the event stream should be: import says so and
+ * retries, export goes on (entries and index are written). */
+Test(tier_refused, foreign_value_at_the_events_key_does_not_stop_export, .init = start_two,
+     .fini = stop_all, .timeout = 60)
+{
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	const char *set[3] = { "SET", "t:llm_cache_events", "not a stream" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_STATUS, NULL, 3, set, NULL), 0);
+	start_tier(A);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(put_i(A, i, "x"), 0);
+	AWAIT(tstat(A).outbox_depth == 0 && tstat(A).exported == 5, "exported");
+	redisReply *r = NULL;
+	const char *scard[2] = { "SCARD", "t:llm_cache_index" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, &r, 2, scard, NULL), 0);
+	cr_assert_eq(r->integer, 5);
+	freeReplyObject(r);
+	semcache_tier_stats st = tstat(A);
+	cr_assert_str_eq(st.last_error_class, "error-reply");
+	cr_assert(strstr(st.last_error_text, "WRONGTYPE") != NULL, "%s", st.last_error_text);
+	cr_assert_eq(st.state, SEMCACHE_TIER_UP);
+	sc_redis_close(rc);
+}
