@@ -24,7 +24,11 @@ unset SEMCACHE_PATH
 
 SEG=/dev/shm/semcache-tooltest.$$.$RANDOM
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/semcache-tooltest.XXXXXX")
-trap 'rm -f "$SEG" "$SEG".*; rm -rf "$TMP"' EXIT
+RPID=
+SPID=
+# the redis-server and the sync sidecar this script starts, by their pids
+trap '[ -n "$SPID" ] && kill "$SPID" 2>/dev/null; [ -n "$RPID" ] && kill "$RPID" 2>/dev/null
+rm -f "$SEG" "$SEG".*; rm -rf "$TMP"' EXIT
 
 PASS=0
 FAIL=0
@@ -394,6 +398,7 @@ check "prometheus: tier state up" grep -qx 'semcache_tier_state{state="up"} 1' "
 check "prometheus: outbox depth" grep -qx 'semcache_tier_outbox_depth 0' "$TMP/out"
 # Redis goes away: the tier says so, the segment keeps serving
 kill "$RPID"; wait "$RPID" 2>/dev/null
+RPID=
 expect 0 "put while Redis is down" put ns1 during-outage <"$TMP/rec2.json"
 for _ in $(seq 100); do
 	"$SC" --path "$SEG" stat --json 2>/dev/null | python3 -c '
@@ -412,6 +417,7 @@ expect 0 "get while Redis is down" get ns1 during-outage
 kill -INT "$SPID" 2>/dev/null
 wait "$SPID"
 SRC=$?
+SPID=
 check "sync stops cleanly on SIGINT" [ "$SRC" -eq 0 ]
 check "sync reported its state changes" grep -q "tier degraded (unreachable" "$TMP/sync.err"
 expect 0 "stat after sync stopped" stat --json
