@@ -15,9 +15,9 @@
  *     320   ..  447     writer state (free list, CLOCK hand, limbo)
  *     448   ..  511     reserved
  *     512   ..  639     counters of departed processes
- *     640   ..  1279    second tier (struct sc_tier): syncer lease,
+ *     640   ..  1151    second tier (struct sc_tier): syncer lease,
  *                       tier state, tier counters, outbox head and tail
- *     1280  ..  4095    reserved
+ *     1152  ..  4095    reserved
  *   off_procs         process table: max_procs x struct sc_proc (256 B)
  *   off_index         index: buckets x struct sc_bucket (64 B, 8 ways)
  *   off_slots         slot table: slots x struct sc_slot (128 B)
@@ -168,7 +168,7 @@ struct sc_counters {
 
 #define SC_TIER_ERRLEN 128u
 
-/* The second tier's shared block, header bytes 640..1279. */
+/* The second tier's shared block, header bytes 640..1151. */
 struct sc_tier {
 	/* lease (640..703) */
 	alignas(64) _Atomic uint64_t lease;  /*  +0: (gen << 32) | (record + 1) of the syncer; 0 = free */
@@ -203,7 +203,7 @@ struct sc_tier {
 	_Atomic uint32_t sweep_wanted;       /* +340: writers set after a drop; the holder clears */
 	_Atomic uint64_t read_through;       /* +344: misses answered from Redis (any process) */
 	uint8_t pad3_[32];                   /* +352 */
-	/* outbox control (1024..1151, 1152..1279) */
+	/* outbox control: head line 1024..1087, tail line 1088..1151 */
 	alignas(64) _Atomic uint64_t ob_head;   /* +384: next position; writers under wlock */
 	uint8_t pad4_[56];
 	alignas(64) _Atomic uint64_t ob_tail;   /* +448: first unacknowledged; lease holder */
@@ -295,7 +295,7 @@ struct sc_header {
 	 * in by whoever claims a record whose owner is gone ---- */
 	alignas(64) struct sc_counters departed;
 
-	/* ---- second tier (640..1279): see "Second tier" above ---- */
+	/* ---- second tier (640..1151): see "Second tier" above ---- */
 	alignas(64) struct sc_tier tier;
 };
 

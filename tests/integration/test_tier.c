@@ -554,3 +554,51 @@ Test(tier_refused, foreign_value_at_the_events_key_does_not_stop_export, .init =
 	cr_assert_eq(st.state, SEMCACHE_TIER_UP);
 	sc_redis_close(rc);
 }
+
+/* The syncer's process hangs (SIGSTOP): after its heartbeat went stale,
+ * another process's syncer takes the lease; the stopped one, continued,
+ * sees it lost the lease and does not take it back. */
+Test(tier, hung_syncer_is_replaced_and_does_not_come_back, .init = start_two, .fini = stop_all,
+     .timeout = 180)
+{
+	start_tier(B);
+	int go[2];
+	cr_assert_eq(pipe(go), 0);
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		semcache *a = NULL;
+		if (semcache_open(pa, NULL, &a) != 0)
+			_exit(2);
+		semcache_tier_options o = topts(NULL);
+		if (semcache_tier_start(a, &o) != 0)
+			_exit(3);
+		while (tstat(a).state != SEMCACHE_TIER_UP)
+			tr_sleep_ms(5);
+		char ch = 1;
+		if (write(go[1], &ch, 1) != 1)
+			_exit(4);
+		for (;;)
+			pause();
+	}
+	char ch;
+	cr_assert_eq(read(go[0], &ch, 1), 1);
+	cr_assert_eq(tstat(A).syncer_pid, child);
+	start_tier(A);
+	kill(child, SIGSTOP);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(put_i(A, i, "hung"), 0);
+	/* SC_TIER_LEASE_MS (3 s) + a poll later, within WAIT_MS */
+	AWAIT(tstat(A).syncer_pid == getpid(), "taken over from the hung syncer");
+	cr_assert_geq(tstat(A).takeovers, 1);
+	AWAIT(count_present(B, 0, 20, "hung") == 20, "exported by the new holder");
+	kill(child, SIGCONT);
+	for (int i = 20; i < 40; i++)
+		cr_assert_eq(put_i(A, i, "hung"), 0);
+	AWAIT(count_present(B, 20, 40, "hung") == 20, "still exported");
+	/* the continued syncer did not take the lease back */
+	tr_sleep_ms(500);
+	cr_assert_eq(tstat(A).syncer_pid, getpid());
+	kill(child, SIGKILL);
+	cr_assert_eq(waitpid(child, NULL, 0), child);
+}
