@@ -63,8 +63,10 @@ static void start_tier(semcache *c)
 static void start_two(void)
 {
 	tr_start(&srv, NULL, NULL);
-	A = open_seg(pa, "tierA", 1024);
-	B = open_seg(pb, "tierB", 1024);
+	/* 4096 slots: 1000 entries never overflow an index bucket (which
+	 * would evict one); the outbox still holds 1024 items */
+	A = open_seg(pa, "tierA", 4096);
+	B = open_seg(pb, "tierB", 4096);
 }
 
 static void stop_all(void)
