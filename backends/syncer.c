@@ -59,6 +59,7 @@
 #include "../core/internal.h"
 #include "redis_codec.h"
 #include "redis_conn.h"
+#include "tier.h"
 
 #define SC_TIER_POLL_MS   200   /* a waiter's lease check */
 #define SC_TIER_IDLE_MS   20    /* an idle holder's pause between polls */
@@ -594,19 +595,14 @@ fail:
 /* ------------------------------------------------------------------------
  * Import
  * ---------------------------------------------------------------------- */
-struct event {
-	uint64_t ms, seq;
-	char op;
-	char id[65];
-	bool own;
-};
+#define event sc_tier_event
 
 static bool is_str(const redisReply *r)
 {
 	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->str;
 }
 
-static int parse_stream_id(const redisReply *r, uint64_t *ms, uint64_t *seq)
+int sc_tier_parse_stream_id(const redisReply *r, uint64_t *ms, uint64_t *seq)
 {
 	if (!is_str(r) || r->len == 0 || r->len > 41)
 		return -1;
@@ -631,15 +627,14 @@ static int parse_stream_id(const redisReply *r, uint64_t *ms, uint64_t *seq)
 	return errno ? -1 : 0;
 }
 
-/* One stream entry [id, [field, value, ...]]: 0 with *ev filled, 1 when the
- * entry is well-formed but not ours to apply, -1 malformed. */
-static int parse_event(struct sc_tier_rt *rt, const redisReply *e, struct event *ev)
+int sc_tier_parse_event(const char origin[SC_TIER_ORIGIN_LEN], const redisReply *e,
+                        struct sc_tier_event *ev)
 {
 	const redisReply *op = NULL, *id = NULL, *o = NULL;
 
 	if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2)
 		return -1;
-	if (parse_stream_id(e->element[0], &ev->ms, &ev->seq) < 0)
+	if (sc_tier_parse_stream_id(e->element[0], &ev->ms, &ev->seq) < 0)
 		return -1;
 	const redisReply *f = e->element[1];
 	if (!f || f->type != REDIS_REPLY_ARRAY || f->elements % 2 || f->elements > 32)
@@ -662,7 +657,21 @@ static int parse_event(struct sc_tier_rt *rt, const redisReply *e, struct event 
 	ev->op = op->str[0];
 	memcpy(ev->id, id->str, 64);
 	ev->id[64] = '\0';
-	ev->own = o->len == 32 && !memcmp(o->str, rt->origin, 32);
+	ev->own = o->len == SC_TIER_ORIGIN_LEN && !memcmp(o->str, origin, SC_TIER_ORIGIN_LEN);
+	return 0;
+}
+
+int sc_tier_xread_entries(const redisReply *r, size_t max, const redisReply **entries)
+{
+	*entries = NULL;
+	if (!r || r->type == REDIS_REPLY_NIL)
+		return 1;
+	/* [[stream, [entries...]]] */
+	if (sc_redis_check_array(r, SC_RT_ARRAY, 1) < 0 || r->elements != 1 ||
+	    r->element[0]->elements != 2 || !is_str(r->element[0]->element[0]) ||
+	    sc_redis_check_array(r->element[0]->element[1], SC_RT_ARRAY, max) < 0)
+		return -1;
+	*entries = r->element[0]->element[1];
 	return 0;
 }
 
@@ -789,7 +798,7 @@ static size_t parse_entries(struct sc_tier_rt *rt, const redisReply *arr, struct
 	size_t n = 0;
 	for (size_t i = 0; i < arr->elements && n < cap; i++) {
 		const redisReply *e = arr->element[reverse ? arr->elements - 1 - i : i];
-		int r = parse_event(rt, e, &ev[n]);
+		int r = sc_tier_parse_event(rt->origin, e, &ev[n]);
 		if (r == 0)
 			n++;
 		else
@@ -823,7 +832,7 @@ static int warm_up(struct sc_tier_rt *rt)
 		uint64_t ms, seq;
 		const redisReply *e0 = r->element[0];
 		if (e0 && e0->type == REDIS_REPLY_ARRAY && e0->elements == 2 &&
-		    parse_stream_id(e0->element[0], &ms, &seq) == 0) {
+		    sc_tier_parse_stream_id(e0->element[0], &ms, &seq) == 0) {
 			atomic_store_explicit(&t->stream_ms, ms, memory_order_relaxed);
 			atomic_store_explicit(&t->stream_seq, seq, memory_order_relaxed);
 		}
@@ -853,17 +862,15 @@ static int import_poll(struct sc_tier_rt *rt)
 	const char *argv[6] = { "XREAD", "COUNT", cnt, "STREAMS", rt->kstream.data, pos };
 	if ((rc = sc_redis_command(rt->conn, SC_RT_ARRAY | SC_RT_NIL, &r, 6, argv, NULL)) < 0)
 		return rc;
-	if (!r || r->type == REDIS_REPLY_NIL)
+	const redisReply *arr;
+	int shape = sc_tier_xread_entries(r, SC_TIER_IMPORT_MAX, &arr);
+	if (shape > 0)
 		goto out;
-	/* [[stream, [entries...]]] */
-	if (sc_redis_check_array(r, SC_RT_ARRAY, 1) < 0 || r->elements != 1 ||
-	    r->element[0]->elements != 2 || !is_str(r->element[0]->element[0]) ||
-	    sc_redis_check_array(r->element[0]->element[1], SC_RT_ARRAY, SC_TIER_IMPORT_MAX) < 0) {
+	if (shape < 0) {
 		count(&t->import_rejected, 1);
 		rc = 0;
 		goto out;
 	}
-	const redisReply *arr = r->element[0]->element[1];
 	if (!arr->elements)
 		goto out;
 	if (!(ev = calloc(arr->elements, sizeof *ev))) {
@@ -877,7 +884,7 @@ static int import_poll(struct sc_tier_rt *rt)
 	uint64_t ms, seq;
 	const redisReply *last = arr->element[arr->elements - 1];
 	if (last && last->type == REDIS_REPLY_ARRAY && last->elements == 2 &&
-	    parse_stream_id(last->element[0], &ms, &seq) == 0) {
+	    sc_tier_parse_stream_id(last->element[0], &ms, &seq) == 0) {
 		atomic_store_explicit(&t->stream_ms, ms, memory_order_relaxed);
 		atomic_store_explicit(&t->stream_seq, seq, memory_order_relaxed);
 	}
