@@ -108,6 +108,7 @@ struct sc_tier_rt {
  * Shared state (the holder writes it)
  * ---------------------------------------------------------------------- */
 static struct sc_tier *T(struct sc_tier_rt *rt) { return &rt->c->hdr->tier; }
+static bool stopping(struct sc_tier_rt *rt);
 
 static void set_state(struct sc_tier_rt *rt, uint32_t st)
 {
@@ -544,6 +545,22 @@ fail:
 /* Re-export every DIRTY entry (after drops, and when a tier is first
  * configured on a segment with entries).  Only with an empty outbox, so
  * nothing older is still waiting to be applied after what it sends. */
+/* Send a sweep's queued batch; a non-down error reply is said in stat and
+ * passed over, as in export_batch.  0 or a down class. */
+static int sweep_flush(struct sc_tier_rt *rt, uint64_t *n)
+{
+	int rc = flush(rt);
+	if (rc < 0 && sc_redis_class_is_down(rc))
+		return rc;
+	if (rc < 0)
+		set_error(rt, rc, sc_redis_last_error(rt->conn));
+	clear_dirty(rt);
+	count(&T(rt)->swept, *n);
+	count(&T(rt)->exported, *n);
+	*n = 0;
+	return 0;
+}
+
 static int sweep(struct sc_tier_rt *rt)
 {
 	semcache *c = rt->c;
@@ -567,22 +584,20 @@ static int sweep(struct sc_tier_rt *rt)
 		if (rc == 0)
 			n++;
 		if (rt->ndirty >= rt->batch) {
-			if ((rc = flush(rt)) < 0)
+			if ((rc = sweep_flush(rt, &n)) < 0)
 				goto fail;
-			clear_dirty(rt);
-			/* a long sweep beats too, and stops if the lease went */
-			if (!lease_held(rt)) {
-				rt->holder = false;
+			/* a long sweep beats too, and stops if the lease went or
+			 * semcache_tier_stop() is waiting for us */
+			bool lost = !lease_held(rt);
+			if (lost || stopping(rt)) {
+				rt->holder = !lost;
 				atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed);
 				return 0;
 			}
 		}
 	}
-	if ((rc = flush(rt)) < 0)
+	if ((rc = sweep_flush(rt, &n)) < 0)
 		goto fail;
-	clear_dirty(rt);
-	count(&t->swept, n);
-	count(&t->exported, n);
 	return 0;
 fail:
 	rt->ndirty = 0;
