@@ -11,6 +11,8 @@
 #   build/bench/bench_redis     Redis GET/SET on loopback (own server, own port)
 #   build/bench/bench_scan      semantic scan kernels, two-stage scan
 #   build/bench/bench_hitratio  eviction: hit ratio against exact LRU and SIEVE
+#   build/bench/bench_tier      the Redis tier: export rate, cross-host lag,
+#                               request p99 while Redis is stopped (own server)
 #   build/tools/semcache-demo   the prefork demo
 #   bench/proxy_bench.sh        semcache-proxy under wrk, next to nginx's
 #                               proxy_cache and the fake upstream (own table)
@@ -135,11 +137,13 @@ if [[ $quick == 1 ]]; then
 	# the last-level cache, or the scan "beats" memory bandwidth.
 	scan_args=(--rows 50000 --dims 768 --reps 2 --queries 200)
 	hit_args=(--quick)
+	tier_args=(--entries 5000)
 else
 	exact_args=(--entries 100000 --gets 2000000)
 	redis_args=(--keys 100000 --gets 200000)
 	scan_args=(--rows 100000 --dims "384,768,1536" --reps 5 --queries 1000)
 	hit_args=()
+	tier_args=(--entries 20000)
 fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 
@@ -148,6 +152,7 @@ run redis "$B"/bench/bench_redis "${redis_args[@]}"
 run scan "$B"/bench/bench_scan "${scan_args[@]}" --json-dim 768
 run hitratio "$B"/bench/bench_hitratio "${hit_args[@]}" --path "$seg_hit"
 run demo "$B"/tools/semcache-demo --path "$seg_demo"
+run tier "$B"/bench/bench_tier "${tier_args[@]}"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 buildtype=$(meson introspect "$B" --buildoptions 2>/dev/null |
@@ -224,6 +229,7 @@ def collect(name, prog):
 exact = collect("exact", "bench_exact")
 scan = collect("scan", "bench_scan")
 redis = collect("redis", "bench_redis")
+tier = collect("tier", "bench_tier")
 hit = collect("hitratio", "bench_hitratio")
 
 # The demo prints text, not JSON: take its figures from the report lines.
@@ -438,6 +444,25 @@ section("prefork demo (semcache-demo: %s workers, %s requests, model calls slept
 d_rps, d_ref = demo.get("requests_per_s"), demo.get("no_cache_requests_per_s")
 row("demo throughput", d_rps, f_rate(d_rps, "req/s"),
     "no cache: every request a model call", d_ref, f_rate(d_ref, "req/s"))
+
+section("Redis tier (bench_tier: its own redis-server on loopback)%s"
+        % ("" if num(tier, "tier_export_per_s") is not None else
+           " - n/a: redis-server not installed" if tier.get("tier") == "unavailable"
+           else " - " + reason("bench_tier")))
+t_exp, t_ref = num(tier, "tier_export_per_s"), num(tier, "tier_ref_export_per_s")
+row("export into Redis (pipelined batches from the outbox)", t_exp, f_rate(t_exp, "entries/s"),
+    "one pipeline per put (reference design), same sizes", t_ref, f_rate(t_ref, "entries/s"))
+t_l50, t_l99, t_rtt = num(tier, "tier_lag_p50_ns"), num(tier, "tier_lag_p99_ns"), num(tier, "tier_rtt_p50_ns")
+row("cross-host lag p50, put on A to get on B (lower is better)", t_l50, f_ns(t_l50),
+    "loopback round trip p50", t_rtt, f_ns(t_rtt), note="syncers poll every 20 ms when idle")
+row("cross-host lag p99 (lower is better)", t_l99, f_ns(t_l99),
+    "loopback round trip p50", t_rtt, f_ns(t_rtt))
+t_pp, t_ppr = num(tier, "tier_put_p99_ns"), num(tier, "tier_put_p99_ref_ns")
+row("put p99 while Redis is SIGSTOPped (lower is better)", t_pp, f_ns(t_pp),
+    "put p99, no tier configured", t_ppr, f_ns(t_ppr), note="goal <= 1.2x")
+t_gp, t_gpr = num(tier, "tier_get_p99_ns"), num(tier, "tier_get_p99_ref_ns")
+row("get p99 while Redis is SIGSTOPped (lower is better)", t_gp, f_ns(t_gp),
+    "get p99, no tier configured", t_gpr, f_ns(t_gpr), note="goal <= 1.2x")
 
 section("references, measured in this run")
 row("single-core memory read bandwidth", membw, f_gbps(membw), "(is the reference)", membw,

@@ -246,8 +246,21 @@ static void write_row(semcache *c, uint32_t s, const float *emb, const uint8_t *
 /* ------------------------------------------------------------------------
  * put
  * ---------------------------------------------------------------------- */
+/* Set only around an import put of the tier's importer (this thread). */
+static _Thread_local sc_put_import *put_import;
+
+int sc_put_import_entry(semcache *c, const semcache_put_args *a, sc_put_import *imp)
+{
+	imp->skipped = 0;
+	put_import = imp;
+	int rc = semcache_put(c, a);
+	put_import = NULL;
+	return rc;
+}
+
 int semcache_put(semcache *c, const semcache_put_args *a)
 {
+	sc_put_import *imp = put_import;
 	struct tls_scratch *t;
 	uint8_t digest[32];
 	sc_hkey hk;
@@ -302,6 +315,11 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 		return rc;
 	int64_t now = sc_now(c);
 	uint32_t s = sc_index_find_w(c, &hk);
+	if (imp && s != SC_NIL && SC_GET(c->slot[s].created_ms) >= imp->created_ms) {
+		imp->skipped = 1; /* never replace a newer local entry */
+		rc = 0;
+		goto out;
+	}
 	if ((rc = ensure_blocks(c, need, s, now)) < 0)
 		goto out;
 	/* ensure_blocks never evicts s (it is excluded); re-check anyway, as
@@ -328,8 +346,9 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	struct sc_slot *sl = &c->slot[s];
 	uint32_t old_head = SC_GET(sl->head), old_n = SC_GET(sl->nblocks);
 	bool keep_row = !fresh && !a->embedding && (SC_GET(sl->flags) & SC_SLOT_EMB);
-	uint32_t flags = SC_SLOT_USED | SC_SLOT_DIRTY | ((a->embedding || keep_row) ? SC_SLOT_EMB : 0);
-	int64_t sem_exp = deadline(now, sttl);
+	uint32_t flags = (imp ? SC_SLOT_USED : SC_SLOT_USED | SC_SLOT_DIRTY) |
+	                 ((a->embedding || keep_row) ? SC_SLOT_EMB : 0);
+	int64_t sem_exp = imp ? imp->sem_exp_ms : deadline(now, sttl);
 
 	sc_slot_begin(sl);
 	if (c->dim)
@@ -337,8 +356,8 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 	sc_seq_copy(sl->digest, digest, 32);
 	SC_SET(sl->scope_tag, tag);
 	SC_SET(sl->ns_hash, nsh);
-	SC_SET(sl->created_ms, now);
-	SC_SET(sl->exact_exp_ms, deadline(now, ettl));
+	SC_SET(sl->created_ms, imp ? imp->created_ms : now);
+	SC_SET(sl->exact_exp_ms, imp ? imp->exact_exp_ms : deadline(now, ettl));
 	SC_SET(sl->sem_exp_ms, sem_exp);
 	SC_SET(sl->head, head);
 	SC_SET(sl->len, len);
@@ -361,6 +380,8 @@ int semcache_put(semcache *c, const semcache_put_args *a)
 		atomic_fetch_add_explicit(&c->hdr->entries, 1, memory_order_relaxed);
 	}
 	sc_slot_end(sl);
+	if (!imp)
+		sc_outbox_put(c, s);
 	if (!fresh)
 		sc_arena_retire(c, old_head, old_n);
 	if (atomic_load_explicit(&c->hdr->limbo_fresh, memory_order_relaxed) >= SC_RECLAIM_BATCH)
@@ -581,6 +602,13 @@ int semcache_get(semcache *c, const char *ns, const char *key, unsigned flags,
 	if (rc < 0)
 		return rc;
 	if (rc != READ_OK) {
+		/* read-through: only where this handle runs a syncer that asked
+		 * for it, under its short deadline (backends/syncer.c) */
+		if (atomic_load_explicit(&c->hdr->tier.configured, memory_order_relaxed) &&
+		    sc_tier_read_through(c, ns, key, digest, out) == 0) {
+			COUNT(c, hits);
+			return 0;
+		}
 		COUNT(c, misses);
 		return SEMCACHE_ENOTFOUND;
 	}
@@ -1097,6 +1125,7 @@ int semcache_delete(semcache *c, const char *ns, const char *key)
 			COUNT(c, deletes);
 			rc = 0;
 		}
+		sc_outbox_del(c, s); /* other hosts drop it too (second tier) */
 		sc_slot_clear(c, s);
 		if (atomic_load_explicit(&c->hdr->limbo_fresh, memory_order_relaxed) >=
 		    SC_RECLAIM_BATCH)
@@ -1160,6 +1189,7 @@ int semcache_invalidate(semcache *c, const char *ns, const char *prefix, uint64_
 		} else {
 			n++;
 		}
+		sc_outbox_del(c, s);
 		sc_slot_clear(c, s);
 	}
 	if (c->seg.me)

@@ -163,6 +163,9 @@ static void fork_child(void)
 		for (int k = 0; k < SC_HAZARDS; k++)
 			atomic_store_explicit(&c->ref_ticket[k], 0, memory_order_relaxed);
 		pthread_mutex_init(&c->rec_mu, NULL); /* a parent thread may have held it */
+		/* the parent's syncer thread did not come along */
+		c->tier_rt = NULL;
+		pthread_mutex_init(&c->tier_mu, NULL);
 		atomic_store_explicit(&c->need_record, 1, memory_order_relaxed);
 	}
 }
@@ -313,6 +316,8 @@ static void bind_regions(semcache *c)
 	c->lnext = (_Atomic uint32_t *)(base + g->off_lnext);
 	c->arena = base + g->off_arena;
 	c->ro_arena = c->seg.ro_arena;
+	c->outbox = (struct sc_obitem *)(base + g->off_outbox);
+	c->outbox_cap = g->outbox_cap;
 }
 
 int semcache_open(const char *path, const semcache_options *opts, semcache **out)
@@ -374,6 +379,7 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 		}
 		sc_wunlock(c);
 	}
+	pthread_mutex_init(&c->tier_mu, NULL);
 	reg_add(c);
 	pthread_rwlock_unlock(&fork_guard);
 	*out = c;
@@ -390,11 +396,13 @@ int semcache_close(semcache *c)
 {
 	if (!c)
 		return 0;
+	sc_tier_close(c);
 	pthread_rwlock_rdlock(&fork_guard);
 	reg_remove(c);
 	sc_seg_close(&c->seg);
 	pthread_rwlock_unlock(&fork_guard);
 	pthread_mutex_destroy(&c->rec_mu);
+	pthread_mutex_destroy(&c->tier_mu);
 	free(c->hz);
 	free(c);
 	return 0;

@@ -66,6 +66,13 @@ struct semcache {
 	_Atomic uint32_t *lnext;
 	uint8_t *arena;
 	const uint8_t *ro_arena; /* the same blocks, mapped read-only (zero-copy) */
+	struct sc_obitem *outbox; /* second-tier outbox ring, outbox_cap items */
+	uint32_t outbox_cap;
+
+	/* This process's syncer on this handle (backends/syncer.c), or NULL;
+	 * set and cleared by semcache_tier_start/stop under tier_mu. */
+	struct sc_tier_rt *tier_rt;
+	pthread_mutex_t tier_mu;
 
 	/* Outstanding zero-copy references of this handle, one ticket per
 	 * hazard word: a release clears the word only with the ticket it was
@@ -183,6 +190,36 @@ int sc_get_ref(semcache *c, const char *ns, const char *key, semcache_ref *ref, 
 /* Canonical JSON of a jansson value (json_t *): sorted keys, no white
  * space, one spelling per number; *out is malloc'd (free it). */
 int sc_canon_json(const void *json_value, char **out, size_t *len);
+/* ---- core/cache.c: the tier's import put ---- */
+/* An entry from another host: put with the given absolute times, without
+ * DIRTY and without enqueueing it again; skipped (*skipped = 1, returns 0)
+ * when the local entry of that key was created at or after created_ms. */
+typedef struct sc_put_import {
+	int64_t created_ms, exact_exp_ms, sem_exp_ms;
+	int skipped;
+} sc_put_import;
+int sc_put_import_entry(semcache *c, const semcache_put_args *a, sc_put_import *imp);
+
+/* ---- core/outbox.c: the second tier's outbox (writers, under wlock) ---- */
+/* Enqueue a PUT of slot s (just written, sequence even) / a deletion of the
+ * entry slot s holds (before it is cleared).  No-ops unless a tier was
+ * configured for the segment; never fail, never block: a full ring drops
+ * the PUT (counted) or, for a deletion past its reserve, counts and marks
+ * resync. */
+void sc_outbox_put(semcache *c, uint32_t s);
+void sc_outbox_del(semcache *c, uint32_t s);
+/* Remove the local entry with this digest (an import of another host's
+ * deletion): no outbox item.  Takes the writer lock.  1 removed, 0 absent,
+ * or a negative code. */
+int sc_delete_digest(semcache *c, const uint8_t digest[32]);
+/* backends/syncer.c: an exact miss asks Redis, when this handle's syncer
+ * has read-through on and the tier is up; never waits for another thread
+ * (a read-through already running on the handle makes this one a miss).
+ * 0 with *out on a hit (installed locally), SEMCACHE_ENOTFOUND otherwise. */
+int sc_tier_read_through(semcache *c, const char *ns, const char *key,
+                         const uint8_t digest[32], semcache_response **out);
+/* Stop this handle's syncer, if any (semcache_close). */
+void sc_tier_close(semcache *c);
 
 /* ---- core/repair.c ---- */
 int sc_repair(semcache *c);   /* under wlock: fix derived state in place from the slots */

@@ -299,7 +299,10 @@ SEMCACHE_API int semcache_put(semcache *c, const semcache_put_args *a);
 
 /*
  * Exact lookup of (ns, key).  On a hit *out gets a response to free with
- * semcache_response_free().  An entry past its exact TTL is a miss.
+ * semcache_response_free().  An entry past its exact TTL is a miss.  When
+ * this handle runs a syncer started with read_through_ms > 0 and the tier
+ * is up, a local miss asks Redis under that deadline and installs a hit
+ * (see semcache_tier_options); otherwise no lookup touches the network.
  * Errors: SEMCACHE_ENOTFOUND (miss), -EINVAL, -ENOMEM.
  */
 SEMCACHE_API int semcache_get(semcache *c, const char *ns, const char *key,
@@ -515,6 +518,103 @@ SEMCACHE_API int semcache_foreach(semcache *c, const char *ns, const char *prefi
  * description in report (may be NULL) otherwise.
  */
 SEMCACHE_API int semcache_verify(semcache *c, char *report, size_t report_len);
+
+/* ------------------------------------------------------------------------
+ * The second tier: Redis (backends/syncer.c)
+ *
+ * One syncer per segment, elected by a lease in the segment, copies this
+ * host's writes to Redis and other hosts' writes from it.  Any process may
+ * start one; the others wait and take over when the holder's process dies
+ * (at once: the kernel drops its record lock; noticed within about 200 ms)
+ * or hangs (its heartbeat is older than 3 s).  Requests never wait for the
+ * network: put and invalidate append to an outbox in the segment (once any
+ * process started a tier on it), which the syncer sends in pipelined
+ * batches.  Keys, under the prefix: <prefix>llm_cache:<id> (the entry,
+ * native msgpack, TTL = the longer remaining of its exact and semantic
+ * TTLs), <prefix>llm_cache_emb:<id> (its embedding, raw float32, semantic
+ * TTL), <prefix>llm_cache_index (SET of ids), <prefix>llm_cache_events (a
+ * stream of "op id origin" events other hosts import from); id = hex
+ * SHA-256 digest of (ns, key).
+ * ---------------------------------------------------------------------- */
+typedef struct semcache_tier_options {
+	const char *host;        /* Redis host (IP literal or name); NULL = "127.0.0.1" */
+	int port;                /* TCP port; 0 = 6379 */
+	const char *unix_path;   /* unix socket instead of TCP, or NULL */
+	const char *username;    /* ACL user, or NULL */
+	const char *password;    /* AUTH password, or NULL */
+	int db;                  /* SELECT db when > 0 */
+	const char *prefix;      /* key prefix, at most 64 bytes of 0x21..0x7e; NULL = "" */
+	int format;              /* SEMCACHE_TIER_NATIVE (the seed JSON format is not
+	                          * wired into the syncer yet: -ENOTSUP) */
+	uint32_t connect_timeout_ms; /* connect + AUTH + PING deadline; 0 = 1000 */
+	uint32_t command_timeout_ms; /* each pipelined batch's deadline; 0 = 1000 */
+	uint32_t batch;          /* outbox items per batch, 1..1024; 0 = 256 */
+	uint32_t warmup;         /* events read back by a new segment's first syncer; 0 = 1000 */
+	uint32_t backoff_base_ms, backoff_cap_ms; /* reconnect backoff; 0 = 50, 2000 */
+	uint32_t read_through_ms; /* > 0: an exact miss of semcache_get() on this handle
+	                           * asks Redis under this deadline (connecting too),
+	                           * only while the tier is up, one request at a time
+	                           * per handle (a concurrent miss does not wait: it
+	                           * stays a miss); a hit there is installed locally.
+	                           * 0 = off (default) */
+} semcache_tier_options;
+
+#define SEMCACHE_TIER_NATIVE 0
+#define SEMCACHE_TIER_SEED   1
+
+/* Fill *o with the defaults above.  Never fails. */
+SEMCACHE_API void semcache_tier_options_init(semcache_tier_options *o);
+
+/*
+ * Start a syncer thread for c in the calling process (o NULL = defaults).
+ * Returns at once, without touching the network: the thread takes the
+ * lease when it can and connects.  From this call on, writers of the
+ * segment enqueue for the tier (every process, even after the syncer
+ * stops), and entries already in the segment are exported by a sweep.
+ * Errors: -EINVAL (bad options), -EALREADY (this handle runs one),
+ * -ENOTSUP (format), SEMCACHE_EPROCFULL (no process record), -ENOMEM,
+ * -errno from pthread_create.  Call from any thread but not concurrently
+ * with semcache_close(c).
+ */
+SEMCACHE_API int semcache_tier_start(semcache *c, const semcache_tier_options *o);
+
+/* Stop c's syncer (waits at most about one command deadline for a batch in
+ * flight) and give the lease up so another process takes over at once.
+ * 0, or -ENOENT when none runs.  semcache_close() does this too. */
+SEMCACHE_API int semcache_tier_stop(semcache *c);
+
+#define SEMCACHE_TIER_OFF        0 /* no live syncer holds the lease */
+#define SEMCACHE_TIER_CONNECTING 1
+#define SEMCACHE_TIER_UP         2
+#define SEMCACHE_TIER_DEGRADED   3 /* Redis unreachable, hung or refusing: serving locally */
+
+typedef struct semcache_tier_stats {
+	int configured;            /* a tier was ever started on this segment */
+	int state;                 /* SEMCACHE_TIER_*; OFF when the holder is gone */
+	const char *state_name;    /* "off", "connecting", "up", "degraded" (static) */
+	int64_t since_ms;          /* wall ms of the last state change (0 = never) */
+	int64_t last_ok_ms;        /* wall ms of the last acknowledged batch */
+	int64_t lag_ms;            /* enqueue-to-acknowledged time of the last item */
+	int last_error;            /* class of the last failure (negative errno), 0 none */
+	const char *last_error_class; /* "ok", "unreachable", "timeout", "auth", "oom", ... */
+	int64_t last_error_ms;
+	char last_error_text[128]; /* Redis's or the system's words, sanitised */
+	int32_t syncer_pid;        /* as the holder sees itself; 0 when none */
+	int syncer_alive;          /* holder's process lives and its heartbeat is fresh */
+	uint64_t epoch;            /* lease takeovers so far + 1 per start */
+	uint64_t outbox_depth, outbox_capacity;
+	uint64_t exported, deleted;        /* entries and deletions sent to Redis */
+	uint64_t imported, import_deleted; /* other hosts' entries installed / removed here */
+	uint64_t import_rejected;  /* values from Redis refused by validation */
+	uint64_t reconnects, takeovers, swept;
+	uint64_t read_through;     /* exact misses answered from Redis */
+	uint64_t dropped;          /* PUT items dropped on a full outbox (re-exported by a sweep) */
+	uint64_t deletes_lost;     /* deletions that found the outbox full */
+	int resync_needed;         /* deletes_lost > 0: Redis may hold deleted entries */
+} semcache_tier_stats;
+
+/* The tier's state as the segment records it.  Lock-free, never waits. */
+SEMCACHE_API int semcache_tier_stat(semcache *c, semcache_tier_stats *st);
 
 /* ------------------------------------------------------------------------
  * Request layer: keys and scopes from an LLM request

@@ -3,9 +3,13 @@
 # run its demo, skipping what is already there.  Run as root (or via sudo).
 set -euo pipefail
 
+# libhiredis-dev and libjansson-dev are linked by the library (the Redis
+# tier in backends/); redis-server and python3-redis are for the Redis
+# integration tests, which start their own servers and fail without them.
 PKGS=(gcc g++ meson ninja-build pkg-config python3
       libmsgpack-dev libssl-dev libjemalloc-dev libcriterion-dev libjansson-dev
       libmicrohttpd-dev libcurl4-openssl-dev nodejs
+      libhiredis-dev redis-server python3-redis
 )
 # semcache-proxy serves HTTP with libmicrohttpd and calls its upstream with
 # libcurl; its client test runs the official openai npm package on Node.

@@ -15,7 +15,9 @@
  *     320   ..  447     writer state (free list, CLOCK hand, limbo)
  *     448   ..  511     reserved
  *     512   ..  639     counters of departed processes (80 bytes used)
- *     640   ..  4095    reserved (second tier state goes here)
+ *     640   ..  1151    second tier (struct sc_tier): syncer lease,
+ *                       tier state, tier counters, outbox head and tail
+ *     1152  ..  4095    reserved
  *   off_procs         process table: max_procs x struct sc_proc (256 B)
  *   off_index         index: buckets x struct sc_bucket (64 B, 8 ways)
  *   off_slots         slot table: slots x struct sc_slot (128 B)
@@ -25,6 +27,7 @@
  *   off_qscale        int8 row scales: slots x float32
  *   off_next          block chain links: nblocks x u32
  *   off_lnext         limbo links, one per block, used at chain heads: nblocks x u32
+ *   off_outbox        second-tier outbox ring: outbox_cap x struct sc_obitem (64 B)
  *   off_arena         payload blocks: nblocks x block_size bytes
  *   file_size         end
  *
@@ -83,6 +86,29 @@
  *  - Hit counters (in each slot): relaxed fetch-add by readers, in the
  *    line they already loaded; reset under wlock when the slot gets a new
  *    entry.  Not covered by the seqlock: a count, not part of the entry.
+ *  - Second tier (struct sc_tier, backends/syncer.c, core/outbox.c):
+ *     . `configured`: set (relaxed, never cleared) by the first
+ *       semcache_tier_start(); from then on writers enqueue.
+ *     . lease word, heartbeat, epoch: the lease is taken by CAS (acq_rel)
+ *       from 0, or from a holder whose record's OFD lock is gone or whose
+ *       heartbeat (CLOCK_MONOTONIC ms, one clock per host) is older than
+ *       SC_TIER_LEASE_MS; every takeover bumps epoch.  Only the holder
+ *       writes the heartbeat (relaxed), the state block, the counters it
+ *       owns and the outbox tail.
+ *     . state block: lease holder only; relaxed stores, read by `semcache
+ *       stat` field by field; the error text sits under its own seqlock
+ *       (err_seq odd while it is written).
+ *     . outbox ring: items and `ob_head` written by writers under wlock
+ *       (item fields first, then the item's `seq` = position + 1 with
+ *       release, then `ob_head` with release); `ob_tail` advanced (release)
+ *       only by the lease holder after Redis acknowledged every item
+ *       before it.  Items in [tail, head) are never overwritten: a writer
+ *       finding the ring full drops a PUT (counted; the slot keeps DIRTY,
+ *       so the syncer's sweep re-exports it) and lets a deletion use the
+ *       last quarter kept for deletions; a deletion finding even that full
+ *       is counted and marks `resync` (it is then reported, not applied).
+ *     . drop counters: writers, under wlock (relaxed).
+ *     . importer position (stream id): lease holder only.
  *
  * Assumptions stated outright: aligned 32- and 64-bit loads and stores are
  * single-copy atomic (x86-64, AArch64); the float format is IEEE-754
@@ -99,7 +125,7 @@
 #include <stdint.h>
 
 #define SC_MAGIC          UINT64_C(0x3148434143534d53) /* "SMSCACH1" little-endian */
-#define SC_LAYOUT_VERSION 3u /* 3: sc_counters.deletes */
+#define SC_LAYOUT_VERSION 4u /* 3: sc_counters.deletes; 4: the second tier's block */
 #define SC_HDR_SIZE       4096u
 #define SC_ALIGN          64u
 #define SC_NIL            UINT32_MAX /* end of a block chain / no block */
@@ -125,6 +151,78 @@ struct sc_counters {
 	_Atomic uint32_t sem_miss_best; /* float bits of the best miss similarity; 0 = none */
 	uint32_t pad_;
 	_Atomic uint64_t deletes;       /* semcache_delete() removals (layout version 3) */
+};
+
+
+/* Tier states (sc_tier.state) */
+#define SC_TIER_OFF        0u  /* no syncer holds the lease */
+#define SC_TIER_CONNECTING 1u  /* a syncer holds it and has not reached Redis yet */
+#define SC_TIER_UP         2u
+#define SC_TIER_DEGRADED   3u  /* Redis unreachable, hung or refusing: serving locally */
+
+/* Outbox item ops */
+#define SC_OB_PUT 1u
+#define SC_OB_DEL 2u
+
+/* A syncer whose heartbeat is older than this may be replaced (ms). */
+#define SC_TIER_LEASE_MS 3000
+
+#define SC_TIER_ERRLEN 128u
+
+/* The second tier's shared block, header bytes 640..1151. */
+struct sc_tier {
+	/* lease (640..703) */
+	alignas(64) _Atomic uint64_t lease;  /*  +0: (gen << 32) | (record + 1) of the syncer; 0 = free */
+	_Atomic int64_t heartbeat_ms;        /*  +8: holder's CLOCK_MONOTONIC ms */
+	_Atomic uint64_t epoch;              /* +16: bumped by every takeover (fencing token) */
+	_Atomic uint32_t configured;         /* +24: 1 once a tier was started: writers enqueue */
+	_Atomic int32_t holder_pid;          /* +28: display */
+	uint8_t pad0_[32];                   /* +32 */
+	/* state (704..895): the lease holder */
+	alignas(64) _Atomic uint32_t state;  /* +64: SC_TIER_* */
+	_Atomic int32_t err_class;           /* +68: last failure (negative errno class), 0 none */
+	_Atomic int64_t since_ms;            /* +72: wall ms of the last state change */
+	_Atomic int64_t last_ok_ms;          /* +80: wall ms of the last acknowledged batch */
+	_Atomic int64_t lag_ms;              /* +88: enqueue-to-acknowledged of the last item */
+	_Atomic int64_t err_ms;              /* +96: wall ms of the last failure */
+	_Atomic uint32_t err_seq;            /* +104: seqlock of err_text, odd while written */
+	uint32_t pad1_;                      /* +108 */
+	char err_text[SC_TIER_ERRLEN];       /* +112: printable ASCII, NUL-terminated */
+	uint8_t pad2_[16];                   /* +240 */
+	/* counters (896..1023) */
+	alignas(64) _Atomic uint64_t exported;  /* +256: entries written to Redis (holder) */
+	_Atomic uint64_t deleted;            /* +264: deletions written to Redis (holder) */
+	_Atomic uint64_t imported;           /* +272: entries installed from Redis (holder) */
+	_Atomic uint64_t import_deleted;     /* +280: local entries removed by other hosts (holder) */
+	_Atomic uint64_t import_rejected;    /* +288: values refused by validation (holder) */
+	_Atomic uint64_t reconnects;         /* +296: successful reconnections (holder) */
+	_Atomic uint64_t dropped;            /* +304: PUT items dropped, ring full (writers) */
+	_Atomic uint64_t del_overflow;       /* +312: deletions not enqueued (writers) */
+	_Atomic uint64_t swept;              /* +320: entries re-exported by a sweep (holder) */
+	_Atomic uint64_t takeovers;          /* +328: leases taken from a dead or stale holder */
+	_Atomic uint32_t resync;             /* +336: a deletion was lost (writers set; never cleared) */
+	_Atomic uint32_t sweep_wanted;       /* +340: writers set after a drop; the holder clears */
+	_Atomic uint64_t read_through;       /* +344: misses answered from Redis (any process) */
+	uint8_t pad3_[32];                   /* +352 */
+	/* outbox control: head line 1024..1087, tail line 1088..1151 */
+	alignas(64) _Atomic uint64_t ob_head;   /* +384: next position; writers under wlock */
+	uint8_t pad4_[56];
+	alignas(64) _Atomic uint64_t ob_tail;   /* +448: first unacknowledged; lease holder */
+	_Atomic uint64_t stream_ms;          /* +456: importer position in the event stream */
+	_Atomic uint64_t stream_seq;         /* +464 */
+	_Atomic uint32_t stream_init;        /* +472: 1 once warmed up and positioned */
+	uint8_t pad5_[36];                   /* +476 */
+};
+
+/* One outbox item: 64 bytes.  Written under wlock before `seq`. */
+struct sc_obitem {
+	_Atomic uint64_t seq;   /*  0: ring position + 1 once complete (release) */
+	uint32_t op;            /*  8: SC_OB_* */
+	uint32_t slot;          /* 12: the slot at enqueue time */
+	uint32_t slot_seq;      /* 16: its (even) sequence word after the put */
+	uint32_t pad_;          /* 20 */
+	int64_t enq_ms;         /* 24: wall ms */
+	uint8_t digest[32];     /* 32: the entry's key digest (its native id) */
 };
 
 struct sc_header {
@@ -162,7 +260,9 @@ struct sc_header {
 	uint64_t off_next;            /* 200 */
 	uint64_t off_arena;           /* 208 */
 	uint64_t geom_sum;            /* 216: keyed hash of bytes 8..215 */
-	uint8_t reserved0[32];        /* 224 */
+	uint64_t off_outbox;          /* 224: derived from slots, checked on attach */
+	uint32_t outbox_cap;          /* 232: items, a power of two, derived from slots */
+	uint8_t reserved0[20];        /* 236 */
 
 	/* ---- writer lock (256..319) ---- */
 	alignas(64) _Atomic uint64_t wlock; /* 256: (gen << 32) | (record + 1); 0 = free.
@@ -195,6 +295,9 @@ struct sc_header {
 	/* ---- departed processes' counters (512..639); relaxed atomics, folded
 	 * in by whoever claims a record whose owner is gone ---- */
 	alignas(64) struct sc_counters departed;
+
+	/* ---- second tier (640..1151): see "Second tier" above ---- */
+	alignas(64) struct sc_tier tier;
 };
 
 /*
@@ -285,6 +388,16 @@ _Static_assert(offsetof(struct sc_slot, ref) == 100, "layout");
 _Static_assert(offsetof(struct sc_slot, hits) == 104, "layout");
 _Static_assert(sizeof(struct sc_bucket) == 64, "layout");
 _Static_assert(sizeof(struct sc_scanmeta) == 16, "layout");
+_Static_assert(offsetof(struct sc_header, off_outbox) == 224, "layout");
+_Static_assert(offsetof(struct sc_header, outbox_cap) == 232, "layout");
+_Static_assert(offsetof(struct sc_header, tier) == 640, "layout");
+_Static_assert(sizeof(struct sc_tier) == 512, "layout");
+_Static_assert(offsetof(struct sc_tier, state) == 64, "layout");
+_Static_assert(offsetof(struct sc_tier, err_text) == 112, "layout");
+_Static_assert(offsetof(struct sc_tier, exported) == 256, "layout");
+_Static_assert(offsetof(struct sc_tier, ob_head) == 384, "layout");
+_Static_assert(offsetof(struct sc_tier, ob_tail) == 448, "layout");
+_Static_assert(sizeof(struct sc_obitem) == 64, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "layout");
 
 /*
@@ -301,6 +414,9 @@ static inline uint64_t sc_layout_signature(void)
 		sizeof(struct sc_slot), sizeof(struct sc_bucket),
 		offsetof(struct sc_slot, head), offsetof(struct sc_slot, hits),
 		sizeof(struct sc_counters), SC_WAYS, sizeof(struct sc_scanmeta),
+		offsetof(struct sc_header, off_outbox), offsetof(struct sc_header, tier),
+		sizeof(struct sc_tier), offsetof(struct sc_tier, ob_head),
+		offsetof(struct sc_tier, ob_tail), sizeof(struct sc_obitem), SC_TIER_ERRLEN,
 	};
 	uint64_t h = UINT64_C(1469598103934665603);
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {

@@ -97,7 +97,13 @@ static int geom_layout(struct sc_geom *g)
 	g->off_qmatrix = off; off = align_up(off + (uint64_t)g->slots * g->qstride, SC_ALIGN);
 	g->off_qscale = off;  off = align_up(off + (g->quant == SC_QUANT_INT8 ? (uint64_t)g->slots * 4 : 0), SC_ALIGN);
 	g->off_next = off;    off = align_up(off + (uint64_t)g->nblocks * 4, SC_ALIGN);
-	g->off_lnext = off;   off = align_up(off + (uint64_t)g->nblocks * 4, 4096);
+	g->off_lnext = off;   off = align_up(off + (uint64_t)g->nblocks * 4, SC_ALIGN);
+	/* Outbox: max(1024, slots / 8) items, rounded up to a power of two. */
+	uint32_t ob = 1024;
+	while (ob < g->slots / 8)
+		ob <<= 1;
+	g->outbox_cap = ob;
+	g->off_outbox = off;  off = align_up(off + (uint64_t)ob * sizeof(struct sc_obitem), 4096);
 	g->off_arena = off;   off = align_up(off + (uint64_t)g->nblocks * g->block_size, 4096);
 	g->file_size = off;
 	return 0;
@@ -133,7 +139,8 @@ static bool geom_matches_header(const struct sc_geom *g, const struct sc_header 
 	       g->off_lnext == h->off_lnext && g->off_meta == h->off_meta &&
 	       g->off_matrix == h->off_matrix && g->off_qmatrix == h->off_qmatrix &&
 	       g->off_qscale == h->off_qscale && g->off_next == h->off_next &&
-	       g->off_arena == h->off_arena && g->file_size == h->file_size;
+	       g->off_arena == h->off_arena && g->file_size == h->file_size &&
+	       g->off_outbox == h->off_outbox && g->outbox_cap == h->outbox_cap;
 }
 
 int sc_geom_from_options(const semcache_options *o, struct sc_geom *g)
@@ -278,6 +285,8 @@ static int create_segment(struct sc_seg *s, const semcache_options *o)
 	h->off_qscale = g.off_qscale;
 	h->off_next = g.off_next;
 	h->off_arena = g.off_arena;
+	h->off_outbox = g.off_outbox;
+	h->outbox_cap = g.outbox_cap;
 	h->created_ms = o->clock_ms ? o->clock_ms(o->clock_arg) : sc_wall_ms();
 	h->geom_sum = header_sum(h);
 	g.secret[0] = h->secret[0];

@@ -26,7 +26,8 @@ struct sc_geom {
 	uint32_t slots, dim, row_stride, buckets, block_size, block_shift, nblocks;
 	uint32_t max_procs, max_payload, quant, qstride;
 	uint64_t off_procs, off_index, off_slots, off_lnext, off_meta, off_matrix;
-	uint64_t off_qmatrix, off_qscale, off_next, off_arena, file_size;
+	uint64_t off_qmatrix, off_qscale, off_next, off_outbox, off_arena, file_size;
+	uint32_t outbox_cap;
 	int64_t exact_ttl_ms, semantic_ttl_ms;
 	float threshold;
 	uint64_t secret[2];

@@ -1165,6 +1165,7 @@ static int cmd_destroy(int argc, char **argv)
  * ---------------------------------------------------------------------- */
 struct snapshot {
 	semcache_stats st;
+	semcache_tier_stats tier;
 	semcache_proc_info *procs;
 	size_t nprocs, cap;
 	int64_t taken_ms;
@@ -1191,6 +1192,10 @@ static int take_snapshot(semcache *c, struct snapshot *s)
 		lib_error(err, "cannot read the process table of %s", g_path);
 		return RC_RUNTIME;
 	}
+	if ((err = semcache_tier_stat(c, &s->tier))) {
+		lib_error(err, "cannot read the second tier's state of %s", g_path);
+		return RC_RUNTIME;
+	}
 	s->taken_ms = now_ms();
 	return RC_OK;
 }
@@ -1201,6 +1206,47 @@ static void pct(FILE *f, double r)
 		fputs("-", f);
 	else
 		fprintf(f, "%.1f %%", r * 100.0);
+}
+
+static void print_tier_text(FILE *f, const semcache_tier_stats *t)
+{
+	char a[32];
+#define TROW(label, ...) (fprintf(f, "  %-22s", label), fprintf(f, __VA_ARGS__), fputc('\n', f))
+	if (!t->configured) {
+		fputs("second tier: none (no tier was started on this segment)\n", f);
+		return;
+	}
+	fputs("second tier (Redis)\n", f);
+	if (t->since_ms)
+		TROW("state", "%s since %s", t->state_name, fmt_utc(t->since_ms, a));
+	else
+		TROW("state", "%s", t->state_name);
+	if (t->syncer_pid)
+		TROW("syncer", "pid %" PRId32 "%s, lease epoch %" PRIu64, t->syncer_pid,
+		     t->syncer_alive ? "" : " (heartbeat stale)", t->epoch);
+	else
+		TROW("syncer", "none running (lease epoch %" PRIu64 ")", t->epoch);
+	if (t->last_error) {
+		fprintf(f, "  %-22s%s at %s: ", "last error", t->last_error_class,
+		        fmt_utc(t->last_error_ms, a));
+		put_esc(f, t->last_error_text);
+		fputc('\n', f);
+	} else {
+		TROW("last error", "-");
+	}
+	TROW("last acknowledged", "%s", t->last_ok_ms ? fmt_utc(t->last_ok_ms, a) : "never");
+	TROW("lag", "%" PRId64 " ms (enqueue to acknowledged, last item)", t->lag_ms);
+	TROW("outbox", "%" PRIu64 " of %" PRIu64 " items waiting", t->outbox_depth,
+	     t->outbox_capacity);
+	TROW("dropped", "%" PRIu64 " puts (re-exported by a sweep), %" PRIu64 " deletions lost%s",
+	     t->dropped, t->deletes_lost, t->resync_needed ? " (RESYNC NEEDED)" : "");
+	TROW("exported", "%" PRIu64 " entries (%" PRIu64 " by sweeps), %" PRIu64 " deletions",
+	     t->exported, t->swept, t->deleted);
+	TROW("imported", "%" PRIu64 " entries (%" PRIu64 " by read-through), %" PRIu64
+	     " deletions, %" PRIu64 " rejected", t->imported, t->read_through, t->import_deleted,
+	     t->import_rejected);
+	TROW("reconnects", "%" PRIu64 ", takeovers %" PRIu64, t->reconnects, t->takeovers);
+#undef TROW
 }
 
 static void print_stat_text(FILE *f, const struct snapshot *s)
@@ -1256,7 +1302,7 @@ static void print_stat_text(FILE *f, const struct snapshot *s)
 	ROW("invalidations", "%" PRIu64, t->invalidations);
 	ROW("deletes", "%" PRIu64, t->deletes);
 	ROW("repairs", "%" PRIu64, st->repairs);
-	fputs("second tier: none (Redis tier not built yet)\n", f);
+	print_tier_text(f, &s->tier);
 #undef ROW
 
 	fprintf(f, "processes (%zu attached of %" PRIu32 ", * = this command)\n", s->nprocs,
@@ -1287,6 +1333,8 @@ static json_t *lookups_json(uint64_t hits, uint64_t misses)
 	}
 	return o;
 }
+
+static json_t *tier_json(const semcache_tier_stats *t);
 
 static json_t *stat_json(const struct snapshot *s)
 {
@@ -1362,12 +1410,51 @@ static json_t *stat_json(const struct snapshot *s)
 	bad |= jput(o, "procs_attached", jint(st->procs_attached));
 	bad |= jput(o, "procs", procs);
 	procs = NULL;
-	bad |= jput(o, "second_tier", json_null());
+	bad |= jput(o, "second_tier", tier_json(&s->tier));
 out:
 	json_decref(geo);
 	json_decref(cfg);
 	json_decref(mem);
 	json_decref(procs);
+	if (bad) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static json_t *tier_json(const semcache_tier_stats *t)
+{
+	if (!t->configured)
+		return json_null();
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	int bad = 0;
+	bad |= jput(o, "state", jstr(t->state_name));
+	bad |= jput(o, "since_ms", json_integer(t->since_ms));
+	bad |= jput(o, "syncer_pid", t->syncer_pid ? json_integer(t->syncer_pid) : json_null());
+	bad |= jput(o, "syncer_alive", json_boolean(t->syncer_alive));
+	bad |= jput(o, "epoch", jint(t->epoch));
+	bad |= jput(o, "last_error", t->last_error ? jstr(t->last_error_class) : json_null());
+	bad |= jput(o, "last_error_text", jstr(t->last_error_text));
+	bad |= jput(o, "last_error_ms", json_integer(t->last_error_ms));
+	bad |= jput(o, "last_ok_ms", json_integer(t->last_ok_ms));
+	bad |= jput(o, "lag_ms", json_integer(t->lag_ms));
+	bad |= jput(o, "outbox_depth", jint(t->outbox_depth));
+	bad |= jput(o, "outbox_capacity", jint(t->outbox_capacity));
+	bad |= jput(o, "dropped", jint(t->dropped));
+	bad |= jput(o, "deletes_lost", jint(t->deletes_lost));
+	bad |= jput(o, "resync_needed", json_boolean(t->resync_needed));
+	bad |= jput(o, "exported", jint(t->exported));
+	bad |= jput(o, "swept", jint(t->swept));
+	bad |= jput(o, "deleted", jint(t->deleted));
+	bad |= jput(o, "imported", jint(t->imported));
+	bad |= jput(o, "import_deleted", jint(t->import_deleted));
+	bad |= jput(o, "import_rejected", jint(t->import_rejected));
+	bad |= jput(o, "read_through", jint(t->read_through));
+	bad |= jput(o, "reconnects", jint(t->reconnects));
+	bad |= jput(o, "takeovers", jint(t->takeovers));
 	if (bad) {
 		json_decref(o);
 		return NULL;
@@ -1458,6 +1545,38 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	prom_real(f, "semantic_miss_best_similarity",
 	          "Best similarity seen on a semantic miss (NaN = none yet).",
 	          t->sem_miss_best < -1.5f ? NAN : (double)t->sem_miss_best);
+
+	const semcache_tier_stats *tt = &s->tier;
+	prom_family(f, "tier_state", "gauge", "Second tier state; 1 on the current one.");
+	static const char *const states[] = { "off", "connecting", "up", "degraded" };
+	for (int i = 0; i < 4; i++)
+		fprintf(f, "semcache_tier_state{state=\"%s\"} %d\n", states[i], tt->state == i);
+	prom_u64(f, "tier_configured", "gauge", "1 once a tier was started on the segment.",
+	         (uint64_t)tt->configured);
+	prom_real(f, "tier_state_since_timestamp_seconds", "When the tier entered its state.",
+	          (double)tt->since_ms / 1000.0);
+	prom_real(f, "tier_last_ok_timestamp_seconds", "Last batch Redis acknowledged.",
+	          (double)tt->last_ok_ms / 1000.0);
+	prom_real(f, "tier_lag_seconds", "Enqueue-to-acknowledged time of the last item.",
+	          (double)tt->lag_ms / 1000.0);
+	prom_u64(f, "tier_outbox_depth", "gauge", "Outbox items waiting for Redis.",
+	         tt->outbox_depth);
+	prom_u64(f, "tier_outbox_capacity", "gauge", "Outbox items the segment holds.",
+	         tt->outbox_capacity);
+	prom_u64(f, "tier_dropped_total", "counter", "Puts dropped on a full outbox.", tt->dropped);
+	prom_u64(f, "tier_deletes_lost_total", "counter", "Deletions that found the outbox full.",
+	         tt->deletes_lost);
+	prom_u64(f, "tier_exported_total", "counter", "Entries written to Redis.", tt->exported);
+	prom_u64(f, "tier_deleted_total", "counter", "Deletions written to Redis.", tt->deleted);
+	prom_u64(f, "tier_imported_total", "counter", "Other hosts' entries installed.",
+	         tt->imported);
+	prom_u64(f, "tier_import_rejected_total", "counter", "Values from Redis refused.",
+	         tt->import_rejected);
+	prom_u64(f, "tier_reconnects_total", "counter", "Reconnections to Redis.", tt->reconnects);
+	prom_u64(f, "tier_read_through_total", "counter", "Exact misses answered from Redis.",
+	         tt->read_through);
+	prom_family(f, "tier_last_error", "gauge", "Class of the last tier failure (value 1).");
+	fprintf(f, "semcache_tier_last_error{class=\"%s\"} 1\n", tt->last_error_class);
 
 	static const struct {
 		const char *name, *type, *help;
@@ -1563,6 +1682,112 @@ static int cmd_stat(int argc, char **argv)
 	free(snap.procs);
 	semcache_close(c);
 	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * sync: the tier's syncer as a sidecar process
+ * ---------------------------------------------------------------------- */
+static int cmd_sync(int argc, char **argv)
+{
+	enum { O_HOST, O_PORT, O_UNIX, O_USER, O_PASS, O_DB, O_PREFIX, O_CTO, O_TO, O_BATCH,
+	       O_WARM, O_N };
+	struct opt o[O_N] = {
+		[O_HOST] = OPT("host", true), [O_PORT] = OPT("port", true),
+		[O_UNIX] = OPT("unix", true), [O_USER] = OPT("user", true),
+		[O_PASS] = OPT("password-env", true), [O_DB] = OPT("db", true),
+		[O_PREFIX] = OPT("prefix", true), [O_CTO] = OPT("connect-timeout", true),
+		[O_TO] = OPT("command-timeout", true), [O_BATCH] = OPT("batch", true),
+		[O_WARM] = OPT("warmup", true),
+	};
+	const char *pos[1];
+	size_t npos;
+	semcache_tier_options to;
+	semcache *c = NULL;
+	uint64_t v;
+	int64_t ms;
+	int rc, err;
+
+	int pr = parse_opts(argc, argv, o, O_N, pos, 0, &npos);
+	if (pr != PARSE_OK)
+		return parse_result(pr);
+	semcache_tier_options_init(&to);
+	to.host = o[O_HOST].seen ? o[O_HOST].arg : NULL;
+	to.unix_path = o[O_UNIX].seen ? o[O_UNIX].arg : NULL;
+	to.username = o[O_USER].seen ? o[O_USER].arg : NULL;
+	to.prefix = o[O_PREFIX].seen ? o[O_PREFIX].arg : NULL;
+	if (o[O_PASS].seen) {
+		/* from the environment, so it is not in the process list */
+		to.password = getenv(o[O_PASS].arg);
+		if (!to.password)
+			return usage_error("--password-env: %s is not set", o[O_PASS].arg);
+	}
+	if (o[O_PORT].seen) {
+		if ((rc = parse_u64("port", o[O_PORT].arg, false, 1, 65535, &v)))
+			return rc;
+		to.port = (int)v;
+	}
+	if (o[O_DB].seen) {
+		if ((rc = parse_u64("db", o[O_DB].arg, false, 0, 65535, &v)))
+			return rc;
+		to.db = (int)v;
+	}
+	if (o[O_BATCH].seen) {
+		if ((rc = parse_u64("batch", o[O_BATCH].arg, false, 1, 1024, &v)))
+			return rc;
+		to.batch = (uint32_t)v;
+	}
+	if (o[O_WARM].seen) {
+		if ((rc = parse_u64("warmup", o[O_WARM].arg, false, 1, 100000, &v)))
+			return rc;
+		to.warmup = (uint32_t)v;
+	}
+	if (o[O_CTO].seen) {
+		if ((rc = parse_seconds("connect-timeout", o[O_CTO].arg, &ms)))
+			return rc;
+		to.connect_timeout_ms = ms > 600000 ? 600000 : (uint32_t)(ms ? ms : 1);
+	}
+	if (o[O_TO].seen) {
+		if ((rc = parse_seconds("command-timeout", o[O_TO].arg, &ms)))
+			return rc;
+		to.command_timeout_ms = ms > 600000 ? 600000 : (uint32_t)(ms ? ms : 1);
+	}
+	if (to.prefix && (strlen(to.prefix) > 64 || strpbrk(to.prefix, " \t\r\n")))
+		return usage_error("--prefix: at most 64 printable bytes without space");
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal; /* no SA_RESTART: the nap must end */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	if ((rc = open_segment(&c, false)))
+		return rc;
+	if ((err = semcache_tier_start(c, &to))) {
+		semcache_close(c);
+		if (err == -EINVAL)
+			return usage_error("bad tier options (see 'semcache help sync')");
+		lib_error(err, "cannot start the syncer on %s", g_path);
+		return RC_RUNTIME;
+	}
+	msg("syncing %s with Redis (interrupt to stop)", g_path);
+	int last = -1;
+	while (!g_stop) {
+		semcache_tier_stats st;
+		if (semcache_tier_stat(c, &st) == 0 && st.state != last) {
+			char a[32];
+			if (st.state == SEMCACHE_TIER_DEGRADED)
+				msg("%s: tier %s (%s: %s)", fmt_utc(now_ms(), a), st.state_name,
+				    st.last_error_class, st.last_error_text);
+			else
+				msg("%s: tier %s", fmt_utc(now_ms(), a), st.state_name);
+			last = st.state;
+		}
+		nap(200);
+	}
+	semcache_tier_stop(c);
+	semcache_close(c);
+	msg("stopped");
+	return RC_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -2132,6 +2357,30 @@ static const char help_verify[] =
 	"Full consistency check under the writer lock.  Prints \"consistent\" and\n"
 	"exits 0, or the report and exits 1.\n";
 
+static const char help_sync[] =
+	"usage: semcache sync [--host H] [--port P | --unix PATH] [--user U]\n"
+	"                     [--password-env VAR] [--db N] [--prefix P]\n"
+	"                     [--connect-timeout S] [--command-timeout S]\n"
+	"                     [--batch N] [--warmup N]\n"
+	"\n"
+	"Run the segment's Redis syncer in this process until SIGINT or SIGTERM\n"
+	"(a sidecar for services that do not start one themselves).  One syncer\n"
+	"per segment holds a lease; a second 'sync' waits and takes over when the\n"
+	"first dies (within about 0.2 s) or hangs (within about 3 s).  Prints\n"
+	"state changes on stderr.  Exit 0 after a signal.\n"
+	"\n"
+	"  --host H               Redis host (default 127.0.0.1)\n"
+	"  --port P               Redis port (default 6379)\n"
+	"  --unix PATH            Redis unix socket instead of TCP\n"
+	"  --user U               ACL user\n"
+	"  --password-env VAR     read the password from environment variable VAR\n"
+	"  --db N                 SELECT database N\n"
+	"  --prefix P             key prefix (at most 64 bytes, no space)\n"
+	"  --connect-timeout S    connect + AUTH deadline (default 1)\n"
+	"  --command-timeout S    deadline of each pipelined batch (default 1)\n"
+	"  --batch N              outbox items per batch, 1..1024 (default 256)\n"
+	"  --warmup N             events a new segment reads back (default 1000)\n";
+
 static const char help_version[] = "usage: semcache version\n";
 static const char help_help[] = "usage: semcache help [COMMAND]\n";
 
@@ -2153,6 +2402,7 @@ static const struct command {
 	{ "invalidate", cmd_invalidate, "remove entries by namespace or key prefix",
 	  help_invalidate, NULL },
 	{ "verify", cmd_verify, "check the segment's consistency", help_verify, NULL },
+	{ "sync", cmd_sync, "run the Redis syncer until interrupted", help_sync, NULL },
 	{ "version", cmd_version, "print the version", help_version, NULL },
 	{ "help", cmd_help, "help on a command", help_help, NULL },
 };

@@ -24,7 +24,11 @@ unset SEMCACHE_PATH
 
 SEG=/dev/shm/semcache-tooltest.$$.$RANDOM
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/semcache-tooltest.XXXXXX")
-trap 'rm -f "$SEG" "$SEG".*; rm -rf "$TMP"' EXIT
+RPID=
+SPID=
+# the redis-server and the sync sidecar this script starts, by their pids
+trap '[ -n "$SPID" ] && kill "$SPID" 2>/dev/null; [ -n "$RPID" ] && kill "$RPID" 2>/dev/null
+rm -f "$SEG" "$SEG".*; rm -rf "$TMP"' EXIT
 
 PASS=0
 FAIL=0
@@ -407,6 +411,74 @@ kill -INT "$GPID" 2>/dev/null
 wait "$GPID" 2>/dev/null
 expect 0 "destroy --group segment" destroy --group
 SEG=$REAL
+
+# ---------------------------------------------------------------- sync
+expect 0 "sync --help" sync --help
+check "sync --help names the options" grep -q -- "--password-env" "$TMP/out"
+expect 2 "sync --port 0 is a usage error" sync --port 0
+expect 2 "sync --prefix with a space is a usage error" sync --prefix "a b"
+expect 2 "sync --password-env naming an unset variable" sync --password-env SC_NO_SUCH_VAR_$$
+# A private redis-server on a free loopback port, ours to stop by its pid.
+expect 0 "put before sync" put ns1 before-sync <"$TMP/rec2.json"
+RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
+	--dir "$TMP" --logfile "$TMP/redis.log" >/dev/null 2>&1 &
+RPID=$!
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+"$SC" --path "$SEG" sync --port "$RPORT" --prefix tooltest: 2>"$TMP/sync.err" &
+SPID=$!
+# wait until the syncer is up (bounded), then check what stat shows
+for _ in $(seq 100); do
+	"$SC" --path "$SEG" stat --json 2>/dev/null | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["second_tier"]
+sys.exit(0 if t and t["state"] == "up" and t["outbox_depth"] == 0 and t["exported"] >= 1 else 1)' && break
+	sleep 0.1
+done
+expect 0 "stat --json with a syncer" stat --json
+check "stat --json: second_tier up, entries exported, outbox empty" py "
+import json, sys
+t = json.load(sys.stdin)['second_tier']
+assert t['state'] == 'up' and t['syncer_alive'] and t['syncer_pid'] == $SPID, t
+assert t['exported'] >= 1 and t['outbox_depth'] == 0 and t['last_error'] is None, t
+"
+check "the entries are in Redis" [ "$(redis-cli -p "$RPORT" scard tooltest:llm_cache_index)" -ge 1 ]
+expect 0 "stat with a syncer" stat
+check "stat text shows the tier up" grep -q "^  state  *up since" "$TMP/out"
+check "stat text shows the outbox" grep -q "^  outbox  *0 of " "$TMP/out"
+expect 0 "stat --prometheus with a syncer" stat --prometheus
+check "prometheus: tier state up" grep -qx 'semcache_tier_state{state="up"} 1' "$TMP/out"
+check "prometheus: outbox depth" grep -qx 'semcache_tier_outbox_depth 0' "$TMP/out"
+# Redis goes away: the tier says so, the segment keeps serving
+kill "$RPID"; wait "$RPID" 2>/dev/null
+RPID=
+expect 0 "put while Redis is down" put ns1 during-outage <"$TMP/rec2.json"
+for _ in $(seq 100); do
+	"$SC" --path "$SEG" stat --json 2>/dev/null | python3 -c '
+import json, sys
+sys.exit(0 if json.load(sys.stdin)["second_tier"]["state"] == "degraded" else 1)' && break
+	sleep 0.1
+done
+expect 0 "stat --json while Redis is down" stat --json
+check "stat --json: degraded, unreachable, one item waiting" py "
+import json, sys
+t = json.load(sys.stdin)['second_tier']
+assert t['state'] == 'degraded' and t['last_error'] == 'unreachable', t
+assert t['outbox_depth'] == 1, t
+"
+expect 0 "get while Redis is down" get ns1 during-outage
+kill -INT "$SPID" 2>/dev/null
+wait "$SPID"
+SRC=$?
+SPID=
+check "sync stops cleanly on SIGINT" [ "$SRC" -eq 0 ]
+check "sync reported its state changes" grep -q "tier degraded (unreachable" "$TMP/sync.err"
+expect 0 "stat after sync stopped" stat --json
+check "stat --json: tier off once the syncer stopped" py "
+import json, sys
+t = json.load(sys.stdin)['second_tier']
+assert t['state'] == 'off' and t['syncer_pid'] is None, t
+"
 
 # ---------------------------------------------------------------- destroy
 expect 0 "destroy" destroy

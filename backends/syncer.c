@@ -1,0 +1,1308 @@
+/*
+ * syncer.c - the second tier's background thread: lease, export, import,
+ * degrade and recover (issue 10).
+ *
+ * How it works.  semcache_tier_start() starts one thread per handle.  The
+ * thread first takes the segment's lease (layout.h, "Second tier"): a CAS
+ * of the word naming its process record and generation, from 0 or from a
+ * holder that is dead (its OFD record lock is gone: known at once) or hung
+ * (heartbeat older than SC_TIER_LEASE_MS).  Waiters poll every
+ * SC_TIER_POLL_MS, so a dead holder is replaced within about that, a hung
+ * one within SC_TIER_LEASE_MS + SC_TIER_POLL_MS.  The holder beats every
+ * loop (a loop is at most one command deadline) and re-reads the lease
+ * before every batch; it advances the outbox tail by CAS, so a holder that
+ * lost the lease while stopped cannot move the tail back or forward twice.
+ *
+ * Export: the outbox holds positions of puts and deletions in the order the
+ * writer lock saw them.  The holder reads up to `batch` items, turns each
+ * into commands (a PUT reads the slot's current entry, if it still holds
+ * the same key, under the slot's sequence word; a DEL deletes the keys),
+ * sends them as one pipeline and, once Redis acknowledged every reply,
+ * moves the tail and clears DIRTY on the slots whose sequence did not move
+ * since they were read.  Every command is idempotent and items are applied
+ * in order, so replaying a batch (after a crash or a failed reply) changes
+ * nothing, and an older put can never follow a newer deletion.
+ *
+ * Events: each applied item also XADDs "op id origin" to a capped stream
+ * (<prefix>llm_cache_events), which other hosts' holders read with XREAD
+ * from the position they keep in their segment.  We chose a stream over
+ * PUBLISH: pub/sub forgets what a subscriber misses while disconnected,
+ * a stream lets it resume where it was (and gives warm-up an order: the
+ * newest events), with one request/response connection and no second
+ * socket in push mode.
+ *
+ * Import: PUT events are fetched (GET entry + embedding, pipelined),
+ * validated by the codecs (redis_codec.c) and installed with an import put
+ * that neither enqueues again nor replaces a newer local entry; DEL events
+ * remove the local entry.  Our own events (origin = this segment's
+ * creation id) are skipped.
+ *
+ * Degrade: a failure of a "down" class (sc_redis_class_is_down) marks the
+ * segment degraded with the error's class and text, and the holder backs
+ * off (sc_backoff) before reconnecting or retrying; the outbox keeps
+ * filling meanwhile (puts never wait), and draining resumes in order.
+ *
+ * liburcu is not used: the only hand-over is between processes (the ring
+ * in the segment, where RCU's per-process grace periods do not reach), and
+ * export and import run on this one thread, so there is no in-process
+ * queue to protect.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../core/internal.h"
+#include "redis_codec.h"
+#include "redis_conn.h"
+#include "tier.h"
+
+#define SC_TIER_POLL_MS   200   /* a waiter's lease check */
+#define SC_TIER_IDLE_MS   20    /* an idle holder's pause between polls */
+#define SC_TIER_STREAM_MAX "100000" /* events kept in the stream (approximately) */
+#define SC_TIER_IMPORT_MAX 256u /* events read per XREAD */
+#define SC_TIER_VALUE_SLACK (64u * 1024u) /* entry value beyond max_payload */
+
+struct sc_tier_rt {
+	semcache *c;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+
+	sc_redis_config cfg;
+	char *host, *unix_path, *username, *password, *prefix;
+	uint32_t batch, warmup;
+	sc_redis_conn *conn;
+	sc_backoff bo;
+	int64_t next_try;     /* mono ms before which we do not retry after a failure */
+	int64_t import_next;  /* mono ms before which import does not retry (see run) */
+	bool ever_connected;
+
+	uint64_t mine;        /* our lease word */
+	bool holder;
+	char origin[33];      /* hex of the segment's creation id */
+
+	/* read-through (application threads, one at a time: rt_mu) */
+	uint32_t read_through_ms;
+	pthread_mutex_t rt_mu;
+	sc_redis_conn *rconn;
+	sc_redis_config rcfg;
+	sc_backoff rbo;
+	int64_t rnext_try;
+	sc_buf rkentry, rkemb;
+	float *rrow;
+
+	/* scratch */
+	sc_buf kentry, kemb, kindex, kstream, val, emb, payload;
+	float *row;
+	uint32_t *dslot, *dseq;  /* slots exported in the batch, to clear DIRTY */
+	size_t ndirty;
+};
+
+/* ------------------------------------------------------------------------
+ * Shared state (the holder writes it)
+ * ---------------------------------------------------------------------- */
+static struct sc_tier *T(struct sc_tier_rt *rt) { return &rt->c->hdr->tier; }
+static bool stopping(struct sc_tier_rt *rt);
+
+static void set_state(struct sc_tier_rt *rt, uint32_t st)
+{
+	struct sc_tier *t = T(rt);
+	if (atomic_load_explicit(&t->state, memory_order_relaxed) != st) {
+		atomic_store_explicit(&t->since_ms, sc_now(rt->c), memory_order_relaxed);
+		atomic_store_explicit(&t->state, st, memory_order_relaxed);
+	}
+}
+
+static void set_error(struct sc_tier_rt *rt, int cls, const char *text)
+{
+	struct sc_tier *t = T(rt);
+	char buf[SC_TIER_ERRLEN];
+	size_t i = 0;
+
+	memset(buf, 0, sizeof buf);
+	for (; text && text[i] && i < sizeof buf - 1; i++)
+		buf[i] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
+	uint32_t q = atomic_load_explicit(&t->err_seq, memory_order_relaxed);
+	atomic_store_explicit(&t->err_seq, q | 1u, memory_order_relaxed);
+	/* the odd sequence before the text changes (readers retry) */
+	atomic_thread_fence(memory_order_release);
+	sc_seq_copy(t->err_text, buf, sizeof buf);
+	atomic_store_explicit(&t->err_class, cls, memory_order_relaxed);
+	atomic_store_explicit(&t->err_ms, sc_now(rt->c), memory_order_relaxed);
+	/* the text before the even sequence */
+	atomic_store_explicit(&t->err_seq, (q | 1u) + 1u, memory_order_release);
+}
+
+static void count(_Atomic uint64_t *f, uint64_t n)
+{
+	atomic_fetch_add_explicit(f, n, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
+ * Lease
+ * ---------------------------------------------------------------------- */
+static bool lease_try(struct sc_tier_rt *rt)
+{
+	semcache *c = rt->c;
+	struct sc_tier *t = T(rt);
+	/* acquire: a lease we take follows the previous holder's last tail */
+	uint64_t cur = atomic_load_explicit(&t->lease, memory_order_acquire);
+
+	if (cur == rt->mine)
+		return true;
+	if (cur != 0) {
+		uint32_t idx = (uint32_t)cur - 1, gen = (uint32_t)(cur >> 32);
+		bool alive = idx < c->max_procs && sc_proc_owner_alive(&c->seg, idx, gen);
+		int64_t hb = atomic_load_explicit(&t->heartbeat_ms, memory_order_relaxed);
+		if (alive && sc_mono_ms() - hb < SC_TIER_LEASE_MS)
+			return false;
+	}
+	if (!atomic_compare_exchange_strong_explicit(&t->lease, &cur, rt->mine,
+	                                             memory_order_acq_rel, memory_order_acquire))
+		return false;
+	atomic_store_explicit(&t->heartbeat_ms, sc_mono_ms(), memory_order_relaxed);
+	atomic_fetch_add_explicit(&t->epoch, 1, memory_order_relaxed);
+	atomic_store_explicit(&t->holder_pid, (int32_t)c->seg.pid, memory_order_relaxed);
+	if (cur != 0)
+		count(&t->takeovers, 1);
+	set_state(rt, SC_TIER_CONNECTING);
+	return true;
+}
+
+static bool lease_held(struct sc_tier_rt *rt)
+{
+	if (atomic_load_explicit(&T(rt)->lease, memory_order_acquire) != rt->mine)
+		return false;
+	atomic_store_explicit(&T(rt)->heartbeat_ms, sc_mono_ms(), memory_order_relaxed);
+	return true;
+}
+
+static void lease_release(struct sc_tier_rt *rt)
+{
+	uint64_t mine = rt->mine;
+	if (atomic_load_explicit(&T(rt)->lease, memory_order_relaxed) == mine) {
+		set_state(rt, SC_TIER_OFF);
+		atomic_store_explicit(&T(rt)->holder_pid, 0, memory_order_relaxed);
+	}
+	/* release: our tail and state before the lease another process takes */
+	atomic_compare_exchange_strong_explicit(&T(rt)->lease, &mine, 0, memory_order_release,
+	                                        memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
+ * Failures
+ * ---------------------------------------------------------------------- */
+static void failed(struct sc_tier_rt *rt, int rc)
+{
+	set_error(rt, rc, sc_redis_last_error(rt->conn));
+	if (sc_redis_class_is_down(rc))
+		set_state(rt, SC_TIER_DEGRADED);
+	rt->next_try = sc_mono_ms() + sc_backoff_next(&rt->bo);
+}
+
+static void succeeded(struct sc_tier_rt *rt)
+{
+	sc_backoff_reset(&rt->bo);
+	set_state(rt, SC_TIER_UP);
+	atomic_store_explicit(&T(rt)->last_ok_ms, sc_now(rt->c), memory_order_relaxed);
+}
+
+static int ensure_connected(struct sc_tier_rt *rt)
+{
+	int rc;
+
+	if (sc_redis_connected(rt->conn))
+		return 0;
+	if (sc_mono_ms() < rt->next_try)
+		return -EAGAIN;
+	if (!rt->conn)
+		rc = sc_redis_connect(&rt->cfg, &rt->conn);
+	else
+		rc = sc_redis_reconnect(rt->conn);
+	if (rc < 0) {
+		if (!rt->conn)
+			return rc; /* -EINVAL / -ENOMEM: nothing to retry with */
+		failed(rt, rc);
+		return rc;
+	}
+	if (rt->ever_connected)
+		count(&T(rt)->reconnects, 1);
+	rt->ever_connected = true;
+	succeeded(rt);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Ids and keys
+ * ---------------------------------------------------------------------- */
+static void hex_id(const uint8_t d[32], char out[65])
+{
+	static const char hx[] = "0123456789abcdef";
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hx[d[i] >> 4];
+		out[2 * i + 1] = hx[d[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+static int unhex_id(const char *s, size_t n, uint8_t d[32])
+{
+	if (n != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		int v = 0;
+		for (int j = 0; j < 2; j++) {
+			char ch = s[2 * i + j];
+			int x = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+			if (x < 0)
+				return -1;
+			v = v * 16 + x;
+		}
+		d[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static int keys_for(struct sc_tier_rt *rt, const char *id)
+{
+	int rc;
+	if ((rc = sc_rkey_build(rt->prefix, SC_RKEY_ENTRY, SC_RFMT_NATIVE, id, 64, &rt->kentry)) < 0 ||
+	    (rc = sc_rkey_build(rt->prefix, SC_RKEY_EMB, SC_RFMT_NATIVE, id, 64, &rt->kemb)) < 0)
+		return rc;
+	return 0;
+}
+
+/* XADD <stream> MAXLEN ~ N * op <op> id <id> o <origin> */
+static int append_event(struct sc_tier_rt *rt, const char *op, const char *id)
+{
+	const char *argv[] = { "XADD", rt->kstream.data, "MAXLEN", "~", SC_TIER_STREAM_MAX, "*",
+	                       "op", op, "id", id, "o", rt->origin };
+	return sc_redis_append(rt->conn, SC_RT_STRING, 12, argv, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * Export
+ * ---------------------------------------------------------------------- */
+struct snap {
+	uint32_t seq, flags, len, hits;
+	int64_t created, exact, sem;
+};
+
+/* Copy slot s's entry if it holds `digest`: 0, or 1 when it does not (any
+ * more), or is being written, or does not verify. */
+static int snap_slot(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32], struct snap *o)
+{
+	semcache *c = rt->c;
+	struct sc_slot *sl = &c->slot[s];
+	uint8_t d[32];
+
+	for (int attempt = 0; attempt < 8; attempt++) {
+		uint32_t q = atomic_load_explicit(&sl->seq, memory_order_acquire);
+		if (q & 1u)
+			continue;
+		o->seq = q;
+		o->flags = SC_GET(sl->flags);
+		sc_seq_copy(d, sl->digest, 32);
+		o->created = SC_GET(sl->created_ms);
+		o->exact = SC_GET(sl->exact_exp_ms);
+		o->sem = SC_GET(sl->sem_exp_ms);
+		uint32_t head = SC_GET(sl->head), nb = SC_GET(sl->nblocks), csum = SC_GET(sl->checksum);
+		o->len = SC_GET(sl->len);
+		o->hits = atomic_load_explicit(&sl->hits, memory_order_relaxed);
+		if (!(o->flags & SC_SLOT_USED) || memcmp(d, digest, 32) != 0)
+			goto check_gone;
+		if (o->len == 0 || o->len > c->max_payload)
+			goto check_gone;
+		if (rt->payload.cap < o->len) {
+			char *p = realloc(rt->payload.data, o->len);
+			if (!p)
+				return 1;
+			rt->payload.data = p;
+			rt->payload.cap = o->len;
+		}
+		if (sc_arena_read(c, head, nb, rt->payload.data, o->len) < 0)
+			goto check_gone;
+		if ((o->flags & SC_SLOT_EMB) && c->dim)
+			sc_seq_copy(rt->row, c->matrix + (size_t)s * c->row_stride, (size_t)c->dim * 4);
+		/* acquire: the copies above before the re-check */
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != q)
+			continue;
+		rt->payload.len = o->len;
+		return sc_checksum(rt->payload.data, o->len) == csum ? 0 : 1;
+	check_gone:
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&sl->seq, memory_order_relaxed) == q)
+			return 1;
+	}
+	return 1;
+}
+
+/* Queue the commands exporting slot s's entry (id); 1 when there is
+ * nothing to export (gone, expired, unreadable), 0 queued, < 0 failure. */
+static int queue_put(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32], const char *id)
+{
+	semcache *c = rt->c;
+	struct snap sn;
+	sc_ids ids;
+	int rc;
+
+	if (s >= c->slots || snap_slot(rt, s, digest, &sn))
+		return 1;
+	int64_t now = sc_now(c);
+	bool emb = (sn.flags & SC_SLOT_EMB) && c->dim && sn.sem > now;
+	int64_t exp = sn.exact > sn.sem || !(sn.flags & SC_SLOT_EMB) ? sn.exact : sn.sem;
+	if (exp <= now)
+		return 1;
+	if (sc_codec_peek_ids(rt->payload.data, rt->payload.len, &ids) < 0)
+		return 1;
+	sc_rentry e = {
+		.ns = ids.ns, .ns_len = ids.ns_len, .key = ids.key, .key_len = ids.key_len,
+		.scope = ids.scope, .scope_len = ids.scope_len,
+		.created_ms = sn.created, .exact_expiry_ms = sn.exact,
+		.semantic_expiry_ms = sn.sem < sn.created ? sn.created : sn.sem,
+		.hits = sn.hits, .payload = rt->payload.data, .payload_len = rt->payload.len,
+	};
+	if (e.exact_expiry_ms < e.created_ms)
+		e.exact_expiry_ms = e.created_ms;
+	if ((rc = sc_rnative_encode(&e, (size_t)c->max_payload + SC_TIER_VALUE_SLACK, &rt->val)) < 0)
+		return rc == -ENOMEM ? rc : 1;
+	if (emb && (rc = sc_remb_encode(rt->row, c->dim, &rt->emb)) < 0)
+		emb = false;
+	if ((rc = keys_for(rt, id)) < 0)
+		return rc;
+
+	char ttl[24], sttl[24];
+	snprintf(ttl, sizeof ttl, "%" PRId64, exp - now);
+	snprintf(sttl, sizeof sttl, "%" PRId64, sn.sem - now);
+	const char *set[5] = { "SET", rt->kentry.data, rt->val.data, "PX", ttl };
+	size_t setl[5] = { 3, rt->kentry.len, rt->val.len, 2, strlen(ttl) };
+	int n = exp == INT64_MAX ? 3 : 5;
+	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, n, set, setl)) < 0)
+		return rc;
+	if (emb) {
+		const char *se[5] = { "SET", rt->kemb.data, rt->emb.data, "PX", sttl };
+		size_t sel[5] = { 3, rt->kemb.len, rt->emb.len, 2, strlen(sttl) };
+		if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, sn.sem == INT64_MAX ? 3 : 5, se,
+		                          sel)) < 0)
+			return rc;
+	}
+	const char *sadd[3] = { "SADD", rt->kindex.data, id };
+	if ((rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 3, sadd, NULL)) < 0 ||
+	    (rc = append_event(rt, "P", id)) < 0)
+		return rc;
+	rt->dslot[rt->ndirty] = s;
+	rt->dseq[rt->ndirty] = sn.seq;
+	rt->ndirty++;
+	return 0;
+}
+
+static int queue_del(struct sc_tier_rt *rt, const char *id)
+{
+	int rc;
+	if ((rc = keys_for(rt, id)) < 0)
+		return rc;
+	const char *del[3] = { "DEL", rt->kentry.data, rt->kemb.data };
+	const char *srem[3] = { "SREM", rt->kindex.data, id };
+	if ((rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 3, del, NULL)) < 0 ||
+	    (rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 3, srem, NULL)) < 0)
+		return rc;
+	return append_event(rt, "D", id);
+}
+
+/* Send what is queued; every reply must be the expected one. */
+static int flush(struct sc_tier_rt *rt)
+{
+	size_t n = sc_redis_pending(rt->conn);
+	if (n == 0)
+		return 0;
+	redisReply **rep = calloc(n, sizeof *rep);
+	if (!rep)
+		return -ENOMEM;
+	size_t got = 0;
+	int rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	sc_redis_free_replies(rep, got);
+	free(rep);
+	return rc;
+}
+
+/* After a failure while queueing: nothing half-queued may go out later
+ * (exec empties the queue whatever happens; its replies are dropped). */
+static void discard(struct sc_tier_rt *rt)
+{
+	if (sc_redis_pending(rt->conn))
+		(void)flush(rt);
+}
+
+/* Clear DIRTY on the slots just exported, where nothing changed since. */
+static void clear_dirty(struct sc_tier_rt *rt)
+{
+	semcache *c = rt->c;
+	if (rt->ndirty == 0 || sc_wlock(c) < 0) {
+		rt->ndirty = 0;
+		return;
+	}
+	for (size_t i = 0; i < rt->ndirty; i++) {
+		struct sc_slot *sl = &c->slot[rt->dslot[i]];
+		if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != rt->dseq[i] ||
+		    !(sl->flags & SC_SLOT_DIRTY))
+			continue;
+		sc_slot_begin(sl);
+		SC_SET(sl->flags, sl->flags & ~SC_SLOT_DIRTY);
+		sc_slot_end(sl);
+	}
+	sc_wunlock(c);
+	rt->ndirty = 0;
+}
+
+/* One batch from the outbox: > 0 items done, 0 nothing to do, < 0 failure. */
+static int export_batch(struct sc_tier_rt *rt)
+{
+	semcache *c = rt->c;
+	struct sc_tier *t = T(rt);
+	/* acquire: the items before the head that exposes them */
+	uint64_t head = atomic_load_explicit(&t->ob_head, memory_order_acquire);
+	uint64_t tail = atomic_load_explicit(&t->ob_tail, memory_order_relaxed);
+	uint64_t puts = 0, dels = 0;
+	int64_t last_enq = 0;
+	int rc = 0;
+
+	if (head == tail)
+		return 0;
+	if (tail > head || head - tail > c->outbox_cap) {
+		/* scribbled words: skip what cannot be trusted, say so */
+		set_error(rt, -EPROTO, "outbox head/tail inconsistent; skipped to head");
+		atomic_store_explicit(&t->resync, 1, memory_order_relaxed);
+		atomic_store_explicit(&t->ob_tail, head, memory_order_release);
+		return 1;
+	}
+	uint64_t n = head - tail;
+	if (n > rt->batch)
+		n = rt->batch;
+	rt->ndirty = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t pos = tail + i;
+		struct sc_obitem *it = &c->outbox[pos & (c->outbox_cap - 1)];
+		uint8_t d[32];
+		char id[65];
+		/* acquire: the item's fields after its sequence */
+		if (atomic_load_explicit(&it->seq, memory_order_acquire) != pos + 1)
+			continue; /* never completed (its writer died): nothing to send */
+		uint32_t op = SC_GET(it->op), s = SC_GET(it->slot);
+		int64_t enq = SC_GET(it->enq_ms);
+		sc_seq_copy(d, it->digest, 32);
+		hex_id(d, id);
+		if (enq > last_enq)
+			last_enq = enq;
+		if (op == SC_OB_PUT) {
+			rc = queue_put(rt, s, d, id);
+			if (rc == 0)
+				puts++;
+		} else if (op == SC_OB_DEL) {
+			rc = queue_del(rt, id);
+			if (rc == 0)
+				dels++;
+		} else {
+			rc = 1;
+		}
+		if (rc < 0)
+			goto fail;
+	}
+	if ((rc = flush(rt)) < 0 && sc_redis_class_is_down(rc))
+		goto fail;
+	if (rc < 0) {
+		/* an error reply of another kind: one poisoned item must not stop
+		 * the outbox forever; said in stat, the batch is not retried */
+		set_error(rt, rc, sc_redis_last_error(rt->conn));
+	}
+	if (!atomic_compare_exchange_strong_explicit(&t->ob_tail, &tail, tail + n,
+	                                             memory_order_release, memory_order_relaxed)) {
+		rt->holder = false; /* another holder moved it: we lost the lease */
+		rt->ndirty = 0;
+		return 0;
+	}
+	count(&t->exported, puts);
+	count(&t->deleted, dels);
+	if (last_enq)
+		atomic_store_explicit(&t->lag_ms, sc_now(c) - last_enq, memory_order_relaxed);
+	if (rc == 0)
+		succeeded(rt);
+	clear_dirty(rt);
+	return (int)n;
+fail:
+	rt->ndirty = 0;
+	discard(rt);
+	failed(rt, rc);
+	return rc;
+}
+
+/* Re-export every DIRTY entry (after drops, and when a tier is first
+ * configured on a segment with entries).  Only with an empty outbox, so
+ * nothing older is still waiting to be applied after what it sends. */
+/* Send a sweep's queued batch; a non-down error reply is said in stat and
+ * passed over, as in export_batch.  0 or a down class. */
+static int sweep_flush(struct sc_tier_rt *rt, uint64_t *n)
+{
+	int rc = flush(rt);
+	if (rc < 0 && sc_redis_class_is_down(rc))
+		return rc;
+	if (rc < 0)
+		set_error(rt, rc, sc_redis_last_error(rt->conn));
+	clear_dirty(rt);
+	count(&T(rt)->swept, *n);
+	count(&T(rt)->exported, *n);
+	*n = 0;
+	return 0;
+}
+
+static int sweep(struct sc_tier_rt *rt)
+{
+	semcache *c = rt->c;
+	struct sc_tier *t = T(rt);
+	uint64_t n = 0;
+	int rc = 0;
+
+	atomic_store_explicit(&t->sweep_wanted, 0, memory_order_relaxed);
+	rt->ndirty = 0;
+	for (uint32_t s = 0; s < c->slots; s++) {
+		struct sc_slot *sl = &c->slot[s];
+		uint32_t f = SC_GET(sl->flags);
+		uint8_t d[32];
+		char id[65];
+		if ((f & (SC_SLOT_USED | SC_SLOT_DIRTY)) != (SC_SLOT_USED | SC_SLOT_DIRTY))
+			continue;
+		sc_seq_copy(d, sl->digest, 32);
+		hex_id(d, id);
+		if ((rc = queue_put(rt, s, d, id)) < 0)
+			goto fail;
+		if (rc == 0)
+			n++;
+		if (rt->ndirty >= rt->batch) {
+			if ((rc = sweep_flush(rt, &n)) < 0)
+				goto fail;
+			/* a long sweep beats too, and stops if the lease went or
+			 * semcache_tier_stop() is waiting for us */
+			bool lost = !lease_held(rt);
+			if (lost || stopping(rt)) {
+				rt->holder = !lost;
+				atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed);
+				return 0;
+			}
+		}
+	}
+	if ((rc = sweep_flush(rt, &n)) < 0)
+		goto fail;
+	return 0;
+fail:
+	rt->ndirty = 0;
+	atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed);
+	discard(rt); /* the sweep runs again */
+	failed(rt, rc);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Import
+ * ---------------------------------------------------------------------- */
+#define event sc_tier_event
+
+static bool is_str(const redisReply *r)
+{
+	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->str;
+}
+
+int sc_tier_parse_stream_id(const redisReply *r, uint64_t *ms, uint64_t *seq)
+{
+	if (!is_str(r) || r->len == 0 || r->len > 41)
+		return -1;
+	char b[48];
+	memcpy(b, r->str, r->len);
+	b[r->len] = '\0';
+	char *dash = strchr(b, '-'), *end;
+	if (!dash || dash == b || !dash[1])
+		return -1;
+	*dash = '\0';
+	for (char *p = b; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -1;
+	for (char *p = dash + 1; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -1;
+	errno = 0;
+	*ms = strtoull(b, &end, 10);
+	if (errno)
+		return -1;
+	*seq = strtoull(dash + 1, &end, 10);
+	return errno ? -1 : 0;
+}
+
+int sc_tier_parse_event(const char origin[SC_TIER_ORIGIN_LEN], const redisReply *e,
+                        struct sc_tier_event *ev)
+{
+	const redisReply *op = NULL, *id = NULL, *o = NULL;
+
+	if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+		return -1;
+	if (sc_tier_parse_stream_id(e->element[0], &ev->ms, &ev->seq) < 0)
+		return -1;
+	const redisReply *f = e->element[1];
+	if (!f || f->type != REDIS_REPLY_ARRAY || f->elements % 2 || f->elements > 32)
+		return -1;
+	for (size_t i = 0; i < f->elements; i += 2) {
+		const redisReply *k = f->element[i], *v = f->element[i + 1];
+		if (!is_str(k) || !is_str(v))
+			return -1;
+		if (k->len == 2 && !memcmp(k->str, "op", 2))
+			op = v;
+		else if (k->len == 2 && !memcmp(k->str, "id", 2))
+			id = v;
+		else if (k->len == 1 && k->str[0] == 'o')
+			o = v;
+	}
+	if (!op || !id || !o || op->len != 1 || (op->str[0] != 'P' && op->str[0] != 'D'))
+		return -1;
+	if (sc_rid_check(SC_RFMT_NATIVE, id->str, id->len) != 0)
+		return -1;
+	ev->op = op->str[0];
+	memcpy(ev->id, id->str, 64);
+	ev->id[64] = '\0';
+	ev->own = o->len == SC_TIER_ORIGIN_LEN && !memcmp(o->str, origin, SC_TIER_ORIGIN_LEN);
+	return 0;
+}
+
+int sc_tier_xread_entries(const redisReply *r, size_t max, const redisReply **entries)
+{
+	*entries = NULL;
+	if (!r || r->type == REDIS_REPLY_NIL)
+		return 1;
+	/* [[stream, [entries...]]] */
+	if (sc_redis_check_array(r, SC_RT_ARRAY, 1) < 0 || r->elements != 1 ||
+	    r->element[0]->elements != 2 || !is_str(r->element[0]->element[0]) ||
+	    sc_redis_check_array(r->element[0]->element[1], SC_RT_ARRAY, max) < 0)
+		return -1;
+	*entries = r->element[0]->element[1];
+	return 0;
+}
+
+/* Install one fetched entry (entry and embedding replies); row holds dim
+ * floats of scratch.  With keep non-NULL, the decoded response is handed
+ * over there when the entry was valid and live (installed or not). */
+static void install(struct sc_tier_rt *rt, const char *id, const redisReply *ve,
+                    const redisReply *vm, float *row, semcache_response **keep)
+{
+	semcache *c = rt->c;
+	struct sc_tier *t = T(rt);
+	semcache_response *resp = NULL;
+	sc_rentry e;
+	char *ns = NULL, *key = NULL, *scope = NULL;
+
+	if (!ve || ve->type == REDIS_REPLY_NIL)
+		return; /* expired or deleted since the event */
+	if (ve->type != REDIS_REPLY_STRING || ve->len > (size_t)c->max_payload + SC_TIER_VALUE_SLACK ||
+	    sc_rnative_decode(ve->str, ve->len, id, &e, &resp) < 0)
+		goto reject;
+	bool has_emb = false;
+	if (c->dim && vm && vm->type == REDIS_REPLY_STRING) {
+		if (sc_remb_decode(vm->str, vm->len, c->dim, row) < 0)
+			goto reject;
+		has_emb = true;
+	} else if (vm && vm->type != REDIS_REPLY_NIL && vm->type != REDIS_REPLY_STRING) {
+		goto reject;
+	}
+	int64_t now = sc_now(c);
+	if (e.exact_expiry_ms <= now && (!has_emb || e.semantic_expiry_ms <= now))
+		goto out;
+	ns = strndup(e.ns, e.ns_len);
+	key = strndup(e.key, e.key_len);
+	scope = strndup(e.scope, e.scope_len);
+	if (!ns || !key || !scope)
+		goto out;
+	semcache_put_args a = {
+		.ns = ns, .key = key, .scope = scope, .response = resp,
+		.embedding = has_emb ? row : NULL, .embedding_dim = has_emb ? c->dim : 0,
+	};
+	sc_put_import imp = { .created_ms = e.created_ms, .exact_exp_ms = e.exact_expiry_ms,
+	                      .sem_exp_ms = has_emb ? e.semantic_expiry_ms : e.created_ms };
+	int rc = sc_put_import_entry(c, &a, &imp);
+	if (rc == 0 && !imp.skipped)
+		count(&t->imported, 1);
+	else if (rc < 0 && rc != -ENOMEM && rc != SEMCACHE_EFULL && rc != SEMCACHE_EBUSY)
+		goto reject;
+	if (keep && e.exact_expiry_ms > now) {
+		*keep = resp;
+		resp = NULL;
+	}
+	goto out;
+reject:
+	count(&t->import_rejected, 1);
+out:
+	free(ns);
+	free(key);
+	free(scope);
+	semcache_response_free(resp);
+}
+
+/* Apply events in order: fetch the PUTs' values in one pipeline, then
+ * apply PUTs and DELs in stream order. */
+static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
+{
+	semcache *c = rt->c;
+	struct sc_tier *t = T(rt);
+	redisReply **rep = NULL;
+	size_t nq = 0, got = 0;
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (ev[i].own || ev[i].op != 'P')
+			continue;
+		if ((rc = keys_for(rt, ev[i].id)) < 0)
+			return rc;
+		const char *g1[2] = { "GET", rt->kentry.data };
+		const char *g2[2] = { "GET", rt->kemb.data };
+		if ((rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g1, NULL)) < 0 ||
+		    (rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL)) < 0) {
+			discard(rt);
+			goto out;
+		}
+		nq += 2;
+	}
+	if (nq) {
+		if (!(rep = calloc(nq, sizeof *rep))) {
+			rc = -ENOMEM;
+			(void)flush(rt);
+			goto out;
+		}
+		rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+		if (rc < 0 && sc_redis_class_is_down(rc))
+			goto out;
+		rc = 0; /* a bad reply type is a rejected value below */
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!ev[i].own && ev[i].op == 'P') {
+			const redisReply *ve = k < got ? rep[k] : NULL;
+			const redisReply *vm = k + 1 < got ? rep[k + 1] : NULL;
+			k += 2;
+			install(rt, ev[i].id, ve, vm, rt->row, NULL);
+		} else if (!ev[i].own && ev[i].op == 'D') {
+			uint8_t d[32];
+			if (unhex_id(ev[i].id, 64, d) == 0 && sc_delete_digest(c, d) == 1)
+				count(&t->import_deleted, 1);
+		}
+		atomic_store_explicit(&t->stream_ms, ev[i].ms, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_seq, ev[i].seq, memory_order_relaxed);
+	}
+out:
+	if (rep)
+		sc_redis_free_replies(rep, got);
+	free(rep);
+	return rc;
+}
+
+/* Parse an array of stream entries into ev (at most cap); malformed
+ * entries are counted and skipped. */
+static size_t parse_entries(struct sc_tier_rt *rt, const redisReply *arr, struct event *ev,
+                            size_t cap, bool reverse)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < arr->elements && n < cap; i++) {
+		const redisReply *e = arr->element[reverse ? arr->elements - 1 - i : i];
+		int r = sc_tier_parse_event(rt->origin, e, &ev[n]);
+		if (r == 0)
+			n++;
+		else
+			count(&T(rt)->import_rejected, 1);
+	}
+	return n;
+}
+
+/* A new segment's first look: the newest `warmup` events, oldest first. */
+static int warm_up(struct sc_tier_rt *rt)
+{
+	struct sc_tier *t = T(rt);
+	char cnt[16];
+	redisReply *r = NULL;
+	struct event *ev = NULL;
+	int rc;
+
+	snprintf(cnt, sizeof cnt, "%u", rt->warmup);
+	const char *argv[6] = { "XREVRANGE", rt->kstream.data, "+", "-", "COUNT", cnt };
+	if ((rc = sc_redis_command(rt->conn, SC_RT_ARRAY, &r, 6, argv, NULL)) < 0)
+		return rc;
+	if (sc_redis_check_array(r, SC_RT_ARRAY, rt->warmup) == 0 && r->elements) {
+		if (!(ev = calloc(r->elements, sizeof *ev))) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		size_t n = parse_entries(rt, r, ev, r->elements, true);
+		if ((rc = apply_events(rt, ev, n)) < 0)
+			goto out;
+		/* the newest event is our position even when it did not parse */
+		uint64_t ms, seq;
+		const redisReply *e0 = r->element[0];
+		if (e0 && e0->type == REDIS_REPLY_ARRAY && e0->elements == 2 &&
+		    sc_tier_parse_stream_id(e0->element[0], &ms, &seq) == 0) {
+			atomic_store_explicit(&t->stream_ms, ms, memory_order_relaxed);
+			atomic_store_explicit(&t->stream_seq, seq, memory_order_relaxed);
+		}
+	}
+	atomic_store_explicit(&t->stream_init, 1, memory_order_relaxed);
+out:
+	free(ev);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* Read and apply what other hosts wrote since our position. */
+static int import_poll(struct sc_tier_rt *rt)
+{
+	struct sc_tier *t = T(rt);
+	char pos[48], cnt[16];
+	redisReply *r = NULL;
+	struct event *ev = NULL;
+	int rc;
+
+	if (!atomic_load_explicit(&t->stream_init, memory_order_relaxed))
+		return warm_up(rt);
+	snprintf(pos, sizeof pos, "%" PRIu64 "-%" PRIu64,
+	         (uint64_t)atomic_load_explicit(&t->stream_ms, memory_order_relaxed),
+	         (uint64_t)atomic_load_explicit(&t->stream_seq, memory_order_relaxed));
+	snprintf(cnt, sizeof cnt, "%u", SC_TIER_IMPORT_MAX);
+	const char *argv[6] = { "XREAD", "COUNT", cnt, "STREAMS", rt->kstream.data, pos };
+	if ((rc = sc_redis_command(rt->conn, SC_RT_ARRAY | SC_RT_NIL, &r, 6, argv, NULL)) < 0)
+		return rc;
+	const redisReply *arr;
+	int shape = sc_tier_xread_entries(r, SC_TIER_IMPORT_MAX, &arr);
+	if (shape > 0)
+		goto out;
+	if (shape < 0) {
+		count(&t->import_rejected, 1);
+		rc = 0;
+		goto out;
+	}
+	if (!arr->elements)
+		goto out;
+	if (!(ev = calloc(arr->elements, sizeof *ev))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	size_t n = parse_entries(rt, arr, ev, arr->elements, false);
+	if ((rc = apply_events(rt, ev, n)) < 0)
+		goto out;
+	/* past malformed trailing entries too, so they are not read forever */
+	uint64_t ms, seq;
+	const redisReply *last = arr->element[arr->elements - 1];
+	if (last && last->type == REDIS_REPLY_ARRAY && last->elements == 2 &&
+	    sc_tier_parse_stream_id(last->element[0], &ms, &seq) == 0) {
+		atomic_store_explicit(&t->stream_ms, ms, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_seq, seq, memory_order_relaxed);
+	}
+	rc = (int)n;
+out:
+	free(ev);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The thread
+ * ---------------------------------------------------------------------- */
+static bool pause_ms(struct sc_tier_rt *rt, int64_t ms)
+{
+	struct timespec ts;
+	bool stop;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&rt->mu);
+	while (!rt->stop && pthread_cond_timedwait(&rt->cv, &rt->mu, &ts) == 0)
+		;
+	stop = rt->stop;
+	pthread_mutex_unlock(&rt->mu);
+	return !stop;
+}
+
+static bool stopping(struct sc_tier_rt *rt)
+{
+	pthread_mutex_lock(&rt->mu);
+	bool s = rt->stop;
+	pthread_mutex_unlock(&rt->mu);
+	return s;
+}
+
+static void *run(void *arg)
+{
+	struct sc_tier_rt *rt = arg;
+	struct sc_tier *t = T(rt);
+
+	while (!stopping(rt)) {
+		if (!rt->holder) {
+			rt->holder = lease_try(rt);
+			if (!rt->holder) {
+				pause_ms(rt, SC_TIER_POLL_MS);
+				continue;
+			}
+		}
+		if (!lease_held(rt)) {
+			rt->holder = false;
+			continue;
+		}
+		int rc = ensure_connected(rt);
+		if (rc < 0) {
+			pause_ms(rt, SC_TIER_IDLE_MS);
+			continue;
+		}
+		if (sc_mono_ms() < rt->next_try) {
+			pause_ms(rt, SC_TIER_IDLE_MS);
+			continue;
+		}
+		rc = export_batch(rt);
+		if (rc < 0 || !rt->holder)
+			continue;
+		bool busy = rc > 0;
+		if (!busy && atomic_load_explicit(&t->sweep_wanted, memory_order_relaxed) &&
+		    lease_held(rt) && sweep(rt) < 0)
+			continue;
+		if (!lease_held(rt))
+			continue;
+		rc = sc_mono_ms() < rt->import_next ? 0 : import_poll(rt);
+		if (rc < 0) {
+			if (sc_redis_class_is_down(rc)) {
+				failed(rt, rc);
+			} else {
+				/* Redis refuses this import only (say, a foreign value at
+				 * the events key: WRONGTYPE): export goes on, import
+				 * retries after a pause */
+				set_error(rt, rc, sc_redis_last_error(rt->conn));
+				rt->import_next = sc_mono_ms() + 1000;
+				pause_ms(rt, SC_TIER_IDLE_MS);
+			}
+			continue;
+		}
+		if (!busy && rc == 0)
+			pause_ms(rt, SC_TIER_IDLE_MS);
+	}
+	if (rt->holder)
+		lease_release(rt);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Read-through (application threads)
+ * ---------------------------------------------------------------------- */
+static int read_through(struct sc_tier_rt *rt, const uint8_t digest[32], semcache_response **out)
+{
+	semcache *c = rt->c;
+	redisReply *rep[2] = { NULL, NULL };
+	size_t got = 0;
+	char id[65];
+	int rc;
+
+	if (atomic_load_explicit(&T(rt)->state, memory_order_relaxed) != SC_TIER_UP)
+		return SEMCACHE_ENOTFOUND;
+	if (!sc_redis_connected(rt->rconn)) {
+		if (sc_mono_ms() < rt->rnext_try)
+			return SEMCACHE_ENOTFOUND;
+		rc = rt->rconn ? sc_redis_reconnect(rt->rconn) : sc_redis_connect(&rt->rcfg, &rt->rconn);
+		if (rc < 0) {
+			rt->rnext_try = sc_mono_ms() + sc_backoff_next(&rt->rbo);
+			return SEMCACHE_ENOTFOUND;
+		}
+	}
+	hex_id(digest, id);
+	if (sc_rkey_build(rt->prefix, SC_RKEY_ENTRY, SC_RFMT_NATIVE, id, 64, &rt->rkentry) < 0 ||
+	    sc_rkey_build(rt->prefix, SC_RKEY_EMB, SC_RFMT_NATIVE, id, 64, &rt->rkemb) < 0)
+		return SEMCACHE_ENOTFOUND;
+	const char *g1[2] = { "GET", rt->rkentry.data };
+	const char *g2[2] = { "GET", rt->rkemb.data };
+	if (sc_redis_append(rt->rconn, SC_RT_STRING | SC_RT_NIL, 2, g1, NULL) < 0 ||
+	    sc_redis_append(rt->rconn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL) < 0) {
+		rc = SEMCACHE_ENOTFOUND;
+		size_t n = 0;
+		(void)sc_redis_exec(rt->rconn, rep, NULL, &n); /* empty the queue */
+		sc_redis_free_replies(rep, n);
+		return rc;
+	}
+	rc = sc_redis_exec(rt->rconn, rep, NULL, &got);
+	if (rc < 0 && sc_redis_class_is_down(rc)) {
+		rt->rnext_try = sc_mono_ms() + sc_backoff_next(&rt->rbo);
+		sc_redis_free_replies(rep, got);
+		return SEMCACHE_ENOTFOUND;
+	}
+	sc_backoff_reset(&rt->rbo);
+	*out = NULL;
+	install(rt, id, got > 0 ? rep[0] : NULL, got > 1 ? rep[1] : NULL, rt->rrow, out);
+	sc_redis_free_replies(rep, got);
+	(void)c;
+	if (!*out)
+		return SEMCACHE_ENOTFOUND;
+	count(&T(rt)->read_through, 1);
+	return 0;
+}
+
+int sc_tier_read_through(semcache *c, const char *ns, const char *key, const uint8_t digest[32],
+                         semcache_response **out)
+{
+	int rc = SEMCACHE_ENOTFOUND;
+
+	(void)ns;
+	(void)key;
+	/* never wait: a handle stopping its tier, or another thread's
+	 * read-through, makes this a plain miss */
+	if (pthread_mutex_trylock(&c->tier_mu) != 0)
+		return rc;
+	struct sc_tier_rt *rt = c->tier_rt;
+	if (rt && rt->read_through_ms && pthread_mutex_trylock(&rt->rt_mu) == 0) {
+		rc = read_through(rt, digest, out);
+		pthread_mutex_unlock(&rt->rt_mu);
+	}
+	pthread_mutex_unlock(&c->tier_mu);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Public calls
+ * ---------------------------------------------------------------------- */
+void semcache_tier_options_init(semcache_tier_options *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof *o);
+	o->format = SEMCACHE_TIER_NATIVE;
+}
+
+static void rt_free(struct sc_tier_rt *rt)
+{
+	if (!rt)
+		return;
+	sc_redis_close(rt->conn);
+	sc_redis_close(rt->rconn);
+	free(rt->rkentry.data);
+	free(rt->rkemb.data);
+	free(rt->rrow);
+	pthread_mutex_destroy(&rt->rt_mu);
+	free(rt->host);
+	free(rt->unix_path);
+	free(rt->username);
+	free(rt->password);
+	free(rt->prefix);
+	free(rt->kentry.data);
+	free(rt->kemb.data);
+	free(rt->kindex.data);
+	free(rt->kstream.data);
+	free(rt->val.data);
+	free(rt->emb.data);
+	free(rt->payload.data);
+	free(rt->row);
+	free(rt->dslot);
+	free(rt->dseq);
+	pthread_mutex_destroy(&rt->mu);
+	pthread_cond_destroy(&rt->cv);
+	free(rt);
+}
+
+static char *dup_or_null(const char *s, bool *fail)
+{
+	if (!s)
+		return NULL;
+	char *d = strdup(s);
+	if (!d)
+		*fail = true;
+	return d;
+}
+
+int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
+{
+	semcache_tier_options o;
+	struct sc_tier_rt *rt = NULL;
+	bool fail = false;
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	sc_ensure_record(c);
+	if (opts)
+		o = *opts;
+	else
+		semcache_tier_options_init(&o);
+	if (o.format == SEMCACHE_TIER_SEED)
+		return -ENOTSUP;
+	if (o.format != SEMCACHE_TIER_NATIVE || o.port < 0 || o.port > 65535 || o.db < 0 ||
+	    o.batch > 1024 || sc_rprefix_check(o.prefix ? o.prefix : "") != 0)
+		return -EINVAL;
+	if (!c->seg.me)
+		return SEMCACHE_EPROCFULL;
+
+	if (!(rt = calloc(1, sizeof *rt)))
+		return -ENOMEM;
+	pthread_mutex_init(&rt->mu, NULL);
+	pthread_mutex_init(&rt->rt_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&rt->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	rt->c = c;
+	rt->host = dup_or_null(o.host ? o.host : "127.0.0.1", &fail);
+	rt->unix_path = dup_or_null(o.unix_path, &fail);
+	rt->username = dup_or_null(o.username, &fail);
+	rt->password = dup_or_null(o.password, &fail);
+	rt->prefix = dup_or_null(o.prefix ? o.prefix : "", &fail);
+	rt->batch = o.batch ? o.batch : 256;
+	rt->warmup = o.warmup ? o.warmup : 1000;
+	if (rt->warmup > 100000)
+		rt->warmup = 100000;
+	rt->cfg = (sc_redis_config){
+		.host = rt->host, .port = o.port ? o.port : 6379, .unix_path = rt->unix_path,
+		.username = rt->username, .password = rt->password, .db = o.db,
+		.connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : 1000,
+		.command_timeout_ms = o.command_timeout_ms ? o.command_timeout_ms : 1000,
+	};
+	sc_backoff_init(&rt->bo, o.backoff_base_ms ? o.backoff_base_ms : 50,
+	                o.backoff_cap_ms ? o.backoff_cap_ms : 2000, 0);
+	rt->read_through_ms = o.read_through_ms;
+	rt->rcfg = rt->cfg;
+	rt->rcfg.connect_timeout_ms = o.read_through_ms ? o.read_through_ms : 1;
+	rt->rcfg.command_timeout_ms = o.read_through_ms ? o.read_through_ms : 1;
+	sc_backoff_init(&rt->rbo, o.backoff_base_ms ? o.backoff_base_ms : 50,
+	                o.backoff_cap_ms ? o.backoff_cap_ms : 2000, 0);
+	rt->mine = ((uint64_t)c->seg.me_gen << 32) | ((uint64_t)c->seg.me_idx + 1);
+	for (int i = 0; i < 16; i++)
+		snprintf(rt->origin + 2 * i, 3, "%02x", c->hdr->creation_id[i]);
+	rt->row = calloc(c->dim ? c->dim : 1, sizeof(float));
+	rt->rrow = calloc(c->dim ? c->dim : 1, sizeof(float));
+	rt->dslot = calloc(rt->batch + 1, sizeof(uint32_t));
+	rt->dseq = calloc(rt->batch + 1, sizeof(uint32_t));
+	if (fail || !rt->row || !rt->rrow || !rt->dslot || !rt->dseq ||
+	    sc_rkey_build(rt->prefix, SC_RKEY_INDEX, SC_RFMT_NATIVE, NULL, 0, &rt->kindex) < 0) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* the event stream's name: <prefix>llm_cache_events */
+	rt->kstream.data = malloc(strlen(rt->prefix) + 17);
+	if (!rt->kstream.data) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rt->kstream.len = (size_t)sprintf(rt->kstream.data, "%sllm_cache_events", rt->prefix);
+
+	pthread_mutex_lock(&c->tier_mu);
+	if (c->tier_rt) {
+		pthread_mutex_unlock(&c->tier_mu);
+		rc = -EALREADY;
+		goto fail;
+	}
+	/* From now on writers enqueue; what the segment already holds is
+	 * DIRTY (puts set it) and goes out with the first sweep. */
+	uint32_t zero = 0;
+	if (atomic_compare_exchange_strong_explicit(&c->hdr->tier.configured, &zero, 1,
+	                                            memory_order_relaxed, memory_order_relaxed))
+		atomic_store_explicit(&c->hdr->tier.sweep_wanted, 1, memory_order_relaxed);
+	if ((rc = pthread_create(&rt->th, NULL, run, rt)) != 0) {
+		pthread_mutex_unlock(&c->tier_mu);
+		rc = -rc;
+		goto fail;
+	}
+	c->tier_rt = rt;
+	pthread_mutex_unlock(&c->tier_mu);
+	return 0;
+fail:
+	rt_free(rt);
+	return rc;
+}
+
+int semcache_tier_stop(semcache *c)
+{
+	if (!c)
+		return -EINVAL;
+	pthread_mutex_lock(&c->tier_mu);
+	struct sc_tier_rt *rt = c->tier_rt;
+	c->tier_rt = NULL;
+	pthread_mutex_unlock(&c->tier_mu);
+	if (!rt)
+		return -ENOENT;
+	pthread_mutex_lock(&rt->mu);
+	rt->stop = true;
+	pthread_cond_signal(&rt->cv);
+	pthread_mutex_unlock(&rt->mu);
+	pthread_join(rt->th, NULL);
+	rt_free(rt);
+	return 0;
+}
+
+void sc_tier_close(semcache *c)
+{
+	(void)semcache_tier_stop(c);
+}
+
+static const char *state_names[] = { "off", "connecting", "up", "degraded" };
+
+int semcache_tier_stat(semcache *c, semcache_tier_stats *st)
+{
+	if (!c || !st)
+		return -EINVAL;
+	struct sc_tier *t = &c->hdr->tier;
+	memset(st, 0, sizeof *st);
+	st->configured = atomic_load_explicit(&t->configured, memory_order_relaxed) != 0;
+	uint64_t lease = atomic_load_explicit(&t->lease, memory_order_acquire);
+	bool alive = false;
+	if (lease) {
+		uint32_t idx = (uint32_t)lease - 1, gen = (uint32_t)(lease >> 32);
+		alive = idx < c->max_procs && sc_proc_owner_alive(&c->seg, idx, gen);
+	}
+	int64_t hb = atomic_load_explicit(&t->heartbeat_ms, memory_order_relaxed);
+	st->syncer_alive = alive && sc_mono_ms() - hb < SC_TIER_LEASE_MS;
+	uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
+	st->state = alive && s <= SC_TIER_DEGRADED ? (int)s : SEMCACHE_TIER_OFF;
+	st->state_name = state_names[st->state];
+	st->syncer_pid = alive ? atomic_load_explicit(&t->holder_pid, memory_order_relaxed) : 0;
+	st->since_ms = atomic_load_explicit(&t->since_ms, memory_order_relaxed);
+	st->last_ok_ms = atomic_load_explicit(&t->last_ok_ms, memory_order_relaxed);
+	st->lag_ms = atomic_load_explicit(&t->lag_ms, memory_order_relaxed);
+	st->epoch = atomic_load_explicit(&t->epoch, memory_order_relaxed);
+	for (int attempt = 0; attempt < 100; attempt++) {
+		uint32_t q = atomic_load_explicit(&t->err_seq, memory_order_acquire);
+		if (q & 1u)
+			continue;
+		st->last_error = atomic_load_explicit(&t->err_class, memory_order_relaxed);
+		st->last_error_ms = atomic_load_explicit(&t->err_ms, memory_order_relaxed);
+		sc_seq_copy(st->last_error_text, t->err_text, sizeof st->last_error_text);
+		/* acquire: the copy before the re-check */
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&t->err_seq, memory_order_relaxed) == q)
+			break;
+	}
+	st->last_error_text[sizeof st->last_error_text - 1] = '\0';
+	for (size_t i = 0; st->last_error_text[i]; i++) /* the shared bytes are anybody's */
+		if (st->last_error_text[i] < 0x20 || st->last_error_text[i] > 0x7e)
+			st->last_error_text[i] = '?';
+	st->last_error_class = sc_redis_class_name(st->last_error);
+	uint64_t head = atomic_load_explicit(&t->ob_head, memory_order_relaxed);
+	uint64_t tail = atomic_load_explicit(&t->ob_tail, memory_order_relaxed);
+	st->outbox_depth = head >= tail ? head - tail : 0;
+	st->outbox_capacity = c->outbox_cap;
+	st->exported = atomic_load_explicit(&t->exported, memory_order_relaxed);
+	st->deleted = atomic_load_explicit(&t->deleted, memory_order_relaxed);
+	st->imported = atomic_load_explicit(&t->imported, memory_order_relaxed);
+	st->import_deleted = atomic_load_explicit(&t->import_deleted, memory_order_relaxed);
+	st->import_rejected = atomic_load_explicit(&t->import_rejected, memory_order_relaxed);
+	st->reconnects = atomic_load_explicit(&t->reconnects, memory_order_relaxed);
+	st->takeovers = atomic_load_explicit(&t->takeovers, memory_order_relaxed);
+	st->swept = atomic_load_explicit(&t->swept, memory_order_relaxed);
+	st->read_through = atomic_load_explicit(&t->read_through, memory_order_relaxed);
+	st->dropped = atomic_load_explicit(&t->dropped, memory_order_relaxed);
+	st->deletes_lost = atomic_load_explicit(&t->del_overflow, memory_order_relaxed);
+	st->resync_needed = atomic_load_explicit(&t->resync, memory_order_relaxed) != 0;
+	return 0;
+}

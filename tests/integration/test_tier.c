@@ -1,0 +1,606 @@
+/*
+ * test_tier.c - the Redis tier wired into the cache, against real
+ * redis-servers each test starts (redis_fixture.h).  Two (or three)
+ * segments on different paths, each with its own syncer, stand for hosts
+ * sharing one Redis.
+ *
+ * No timed assertions: a condition is awaited by polling with a generous
+ * bound (WAIT_MS), and a test fails only when it never becomes true.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common.h"
+#include "internal.h"
+#include "redis_conn.h"
+#include "redis_fixture.h"
+
+#define WAIT_MS 20000
+#define DIM 8
+
+static tr_server srv;
+static char pa[256], pb[256], pc[256];
+static semcache *A, *B, *C;
+
+static semcache *open_seg(char *path, const char *tag, uint32_t slots)
+{
+	semcache *c = NULL;
+	semcache_options o = test_options(slots, DIM);
+	o.arena_bytes = 16u << 20;
+	test_path(path, 256, tag);
+	int rc = semcache_open(path, &o, &c);
+	cr_assert_eq(rc, 0, "open: %s", semcache_strerror(rc));
+	return c;
+}
+
+static semcache_tier_options topts(const char *password)
+{
+	semcache_tier_options o;
+	semcache_tier_options_init(&o);
+	o.port = srv.port;
+	o.prefix = "t:";
+	o.password = password;
+	o.connect_timeout_ms = 300;
+	o.command_timeout_ms = 300;
+	o.backoff_base_ms = 20;
+	o.backoff_cap_ms = 200;
+	return o;
+}
+
+static void start_tier(semcache *c)
+{
+	semcache_tier_options o = topts(NULL);
+	int rc = semcache_tier_start(c, &o);
+	cr_assert_eq(rc, 0, "tier_start: %s", semcache_strerror(rc));
+}
+
+static void start_two(void)
+{
+	tr_start(&srv, NULL, NULL);
+	/* 4096 slots: 1000 entries never overflow an index bucket (which
+	 * would evict one); the outbox still holds 1024 items */
+	A = open_seg(pa, "tierA", 4096);
+	B = open_seg(pb, "tierB", 4096);
+}
+
+static void stop_all(void)
+{
+	semcache_close(A);
+	semcache_close(B);
+	semcache_close(C);
+	A = B = C = NULL;
+	unlink(pa);
+	unlink(pb);
+	unlink(pc);
+	tr_stop(&srv);
+}
+
+static semcache_tier_stats tstat(semcache *c)
+{
+	semcache_tier_stats st;
+	cr_assert_eq(semcache_tier_stat(c, &st), 0);
+	return st;
+}
+
+static void emb_for(int i, float *v)
+{
+	for (int d = 0; d < DIM; d++)
+		v[d] = (float)((i * 7 + d * 3) % 11) + 0.5f * (float)(d == i % DIM);
+}
+
+static int put_i(semcache *c, int i, const char *content)
+{
+	char key[32];
+	float v[DIM];
+	semcache_response r = simple_response(content);
+	snprintf(key, sizeof key, "key-%d;", i);
+	emb_for(i, v);
+	semcache_put_args a = { .ns = "ns", .key = key, .scope = "m", .response = &r,
+	                        .embedding = v, .embedding_dim = DIM };
+	return semcache_put(c, &a);
+}
+
+/* 1 found with that content, 0 absent, -1 found with other content */
+static int has_i(semcache *c, int i, const char *content)
+{
+	char key[32];
+	semcache_response *out = NULL;
+	snprintf(key, sizeof key, "key-%d;", i);
+	if (semcache_get(c, "ns", key, 0, &out) != 0)
+		return 0;
+	int ok = strcmp(out->content, content) == 0 ? 1 : -1;
+	semcache_response_free(out);
+	return ok;
+}
+
+#define AWAIT(cond, what)                                                              \
+	do {                                                                           \
+		long long t0_ = tr_now_ms();                                           \
+		while (!(cond) && tr_now_ms() - t0_ < WAIT_MS)                         \
+			tr_sleep_ms(10);                                               \
+		cr_assert((cond), "never: %s", what);                                  \
+	} while (0)
+
+static int count_present(semcache *c, int from, int to, const char *content)
+{
+	int n = 0;
+	for (int i = from; i < to; i++)
+		n += has_i(c, i, content) == 1;
+	return n;
+}
+
+static uint64_t evictions(semcache *c)
+{
+	semcache_stats st;
+	cr_assert_eq(semcache_stat(c, &st), 0);
+	return st.total.evictions;
+}
+
+/* Entries of A (in [from, to)) that B does not hold. */
+static uint64_t missing_on_b(int from, int to, const char *content)
+{
+	uint64_t n = 0;
+	for (int i = from; i < to; i++)
+		n += has_i(A, i, content) == 1 && has_i(B, i, content) != 1;
+	return n;
+}
+
+/* ------------------------------------------------------------------------ */
+
+Test(tier, put_on_a_is_found_on_b_by_get_and_search, .init = start_two, .fini = stop_all,
+     .timeout = 120)
+{
+	start_tier(A);
+	start_tier(B);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP && tstat(B).state == SEMCACHE_TIER_UP, "up");
+	cr_assert_eq(put_i(A, 1, "one"), 0);
+	AWAIT(has_i(B, 1, "one") == 1, "entry on B");
+
+	float q[DIM];
+	emb_for(1, q);
+	semcache_response *out = NULL;
+	float sim = 0;
+	cr_assert_eq(semcache_search(B, "ns", "m", q, DIM, 0.99f, &out, &sim), 0);
+	cr_assert_str_eq(out->content, "one");
+	semcache_response_free(out);
+
+	/* invalidate on A removes it on B; A's own event does not echo back */
+	uint64_t n = 0;
+	cr_assert_eq(semcache_invalidate(A, "ns", "key-1;", &n), 0);
+	cr_assert_eq(n, 1);
+	AWAIT(has_i(B, 1, "one") == 0, "deleted on B");
+	cr_assert_eq(semcache_search(B, "ns", "m", q, DIM, 0.99f, &out, &sim), SEMCACHE_ENOTFOUND);
+	AWAIT(tstat(A).outbox_depth == 0, "A drained");
+	semcache_tier_stats sa = tstat(A), sb = tstat(B);
+	cr_assert_eq(sa.exported, 1);
+	cr_assert_eq(sa.deleted, 1);
+	cr_assert_eq(sb.imported, 1);
+	cr_assert_eq(sb.import_deleted, 1);
+	cr_assert_eq(sa.imported, 0, "A imported its own event");
+	cr_assert_eq(sb.import_rejected, 0);
+	char report[1024];
+	cr_assert_eq(semcache_verify(B, report, sizeof report), 0, "%s", report);
+}
+
+Test(tier, entries_before_the_tier_are_swept_and_a_new_segment_warms_up, .init = start_two,
+     .fini = stop_all, .timeout = 120)
+{
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(put_i(A, i, "early"), 0);
+	start_tier(A);
+	AWAIT(tstat(A).swept == 50, "sweep of A's entries");
+	/* B starts later: it reads the newest events back and installs them */
+	start_tier(B);
+	AWAIT(count_present(B, 0, 50, "early") == 50, "B warmed up");
+	C = open_seg(pc, "tierC", 1024);
+	semcache_tier_options o = topts(NULL);
+	o.warmup = 10;
+	cr_assert_eq(semcache_tier_start(C, &o), 0);
+	AWAIT(tstat(C).imported == 10, "C warmed with 10");
+	/* the 10 most recent */
+	cr_assert_eq(count_present(C, 0, 50, "early"), 10);
+	/* already-clean entries are not exported again */
+	cr_assert_eq(tstat(A).exported, 50);
+}
+
+Test(tier, redis_killed_mid_sync_loses_nothing_within_capacity, .init = start_two,
+     .fini = stop_all, .timeout = 180)
+{
+	start_tier(A);
+	start_tier(B);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP && tstat(B).state == SEMCACHE_TIER_UP, "up");
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(put_i(A, i, "before"), 0);
+	AWAIT(count_present(B, 0, 100, "before") == 100, "first 100 on B");
+
+	/* mid-sync: a batch in flight when the server dies */
+	for (int i = 100; i < 200; i++)
+		cr_assert_eq(put_i(A, i, "during"), 0);
+	tr_kill9(&srv);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_DEGRADED, "A degraded");
+	semcache_tier_stats st = tstat(A);
+	cr_assert(strcmp(st.last_error_class, "unreachable") == 0 ||
+	          strcmp(st.last_error_class, "timeout") == 0, "class %s", st.last_error_class);
+	/* the outage: 900 more puts (the ring takes 768 puts in all), and
+	 * deletions of 0..19, which must not come back */
+	for (int i = 200; i < 1000; i++)
+		cr_assert_eq(put_i(A, i, "during"), 0);
+	uint64_t n = 0;
+	for (int i = 0; i < 20; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "key-%d;", i);
+		cr_assert_eq(semcache_invalidate(A, "ns", key, &n), 0);
+		cr_assert_eq(n, 1);
+	}
+	st = tstat(A);
+	/* items left unacknowledged when Redis died plus the outage's, capped:
+	 * every put beyond the 768 PUT places was counted, deletions all got in */
+	cr_assert_eq(st.deletes_lost, 0);
+	cr_assert_eq(st.resync_needed, 0);
+	cr_assert_geq(st.dropped, 900 - 768);
+	cr_assert_eq(st.outbox_depth + st.dropped + st.exported, 1000 + 20 - st.deleted,
+	             "depth %llu dropped %llu exported %llu",
+	             (unsigned long long)st.outbox_depth, (unsigned long long)st.dropped,
+	             (unsigned long long)st.exported);
+	/* A served all along */
+	cr_assert_eq(count_present(A, 100, 1000, "during") + count_present(A, 20, 100, "before") +
+	             evictions(A), 980);
+
+	cr_assert_eq(tr_restart(&srv), 0);
+	AWAIT(tstat(A).outbox_depth == 0 && tstat(A).state == SEMCACHE_TIER_UP, "A drained");
+	/* Puts made during the outage all reach B (the dropped ones through the
+	 * sweep).  Of those made just before the kill, the ones Redis had
+	 * acknowledged died with it (no persistence): B may or may not have
+	 * read them first, so they are not counted here. */
+	{
+		long long t0 = tr_now_ms();
+		while (missing_on_b(200, 1000, "during") > evictions(B) && tr_now_ms() - t0 < WAIT_MS)
+			tr_sleep_ms(10);
+		semcache_tier_stats sa = tstat(A), sb = tstat(B);
+		cr_assert_leq(missing_on_b(200, 1000, "during"), evictions(B),
+		             "B has %d; A exp %llu del %llu drop %llu sw %llu depth %llu err %s %s; B imp %llu rej %llu st %s err %s %s",
+		             count_present(B, 200, 1000, "during"), (unsigned long long)sa.exported,
+		             (unsigned long long)sa.deleted, (unsigned long long)sa.dropped,
+		             (unsigned long long)sa.swept, (unsigned long long)sa.outbox_depth,
+		             sa.last_error_class, sa.last_error_text,
+		             (unsigned long long)sb.imported, (unsigned long long)sb.import_rejected,
+		             sb.state_name, sb.last_error_class, sb.last_error_text);
+	}
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(has_i(B, i, "before"), 0, "key-%d came back", i);
+	cr_assert_eq(count_present(B, 20, 100, "before"), 80);
+	cr_assert_geq(tstat(A).reconnects, 1);
+	cr_assert_gt(tstat(A).swept, 0);
+	/* and nothing deleted comes back later either */
+	tr_sleep_ms(300);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(has_i(B, i, "before"), 0);
+}
+
+Test(tier, redis_stopped_puts_and_gets_do_not_wait, .init = start_two, .fini = stop_all,
+     .timeout = 180)
+{
+	semcache_close(A);
+	semcache_close(B);
+	unlink(pa);
+	unlink(pb);
+	A = open_seg(pa, "tierA", 16384);
+	B = open_seg(pb, "tierB", 16384);
+	start_tier(A);
+	start_tier(B);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP && tstat(B).state == SEMCACHE_TIER_UP, "up");
+	tr_signal(&srv, SIGSTOP);
+	for (int i = 0; i < 10000; i++) {
+		cr_assert_eq(put_i(A, i, "stopped"), 0);
+		cr_assert_eq(has_i(A, i, "stopped"), 1);
+	}
+	/* all of that completed with Redis stopped: nothing waited on it */
+	cr_assert_eq(srv.stopped, true);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_DEGRADED, "A degraded while stopped");
+	cr_assert_str_eq(tstat(A).last_error_class, "timeout");
+	tr_signal(&srv, SIGCONT);
+	AWAIT(tstat(A).outbox_depth == 0 && tstat(A).state == SEMCACHE_TIER_UP, "drained");
+	/* Every entry A still holds reaches B, except those B's own full
+	 * index buckets evicted (counted); A's own bucket evictions are not
+	 * A's to export. */
+	AWAIT(missing_on_b(0, 10000, "stopped") <= evictions(B), "all of A's entries on B");
+	cr_assert_geq(count_present(B, 0, 10000, "stopped"), 9900);
+}
+
+/* The syncer's process dies: a syncer of another process takes over. */
+Test(tier, syncer_killed_another_takes_over_and_replay_changes_nothing, .init = start_two,
+     .fini = stop_all, .timeout = 180)
+{
+	start_tier(B);
+	int go[2];
+	cr_assert_eq(pipe(go), 0);
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		semcache *a = NULL;
+		if (semcache_open(pa, NULL, &a) != 0)
+			_exit(2);
+		semcache_tier_options o = topts(NULL);
+		if (semcache_tier_start(a, &o) != 0)
+			_exit(3);
+		while (tstat(a).state != SEMCACHE_TIER_UP)
+			tr_sleep_ms(5);
+		char ch = 1;
+		if (write(go[1], &ch, 1) != 1)
+			_exit(4);
+		for (;;)
+			pause();
+	}
+	char ch;
+	cr_assert_eq(read(go[0], &ch, 1), 1);
+	semcache_tier_stats st = tstat(A);
+	cr_assert_eq(st.syncer_pid, child);
+	/* ours waits for the lease */
+	start_tier(A);
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(put_i(A, i, "v1"), 0);
+	AWAIT(count_present(B, 0, 50, "v1") == 50, "exported by the child");
+	/* stop Redis so items wait in the outbox, then kill the holder */
+	tr_signal(&srv, SIGSTOP);
+	for (int i = 50; i < 100; i++)
+		cr_assert_eq(put_i(A, i, "v1"), 0);
+	for (int i = 0; i < 10; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "key-%d;", i);
+		cr_assert_eq(semcache_invalidate(A, "ns", key, NULL), 0);
+	}
+	kill(child, SIGKILL);
+	cr_assert_eq(waitpid(child, NULL, 0), child);
+	tr_signal(&srv, SIGCONT);
+	AWAIT(tstat(A).syncer_pid == getpid() && tstat(A).outbox_depth == 0, "taken over");
+	cr_assert_geq(tstat(A).takeovers, 1);
+	{
+		long long t0 = tr_now_ms();
+		while (count_present(B, 10, 100, "v1") != 90 && tr_now_ms() - t0 < WAIT_MS)
+			tr_sleep_ms(10);
+		semcache_tier_stats sa = tstat(A), sb = tstat(B);
+		cr_assert_eq(count_present(B, 10, 100, "v1"), 90,
+		             "outbox lost: B has %d; A exp %llu del %llu drop %llu sw %llu err %s %s; B imp %llu st %s err %s %s",
+		             count_present(B, 10, 100, "v1"), (unsigned long long)sa.exported,
+		             (unsigned long long)sa.deleted, (unsigned long long)sa.dropped,
+		             (unsigned long long)sa.swept, sa.last_error_class, sa.last_error_text,
+		             (unsigned long long)sb.imported, sb.state_name, sb.last_error_class,
+		             sb.last_error_text);
+	}
+	cr_assert_eq(count_present(B, 0, 10, "v1"), 0);
+
+	/* replay the whole ring: same result */
+	cr_assert_eq(semcache_tier_stop(A), 0);
+	uint64_t head = atomic_load(&A->hdr->tier.ob_head);
+	atomic_store(&A->hdr->tier.ob_tail, 0);
+	start_tier(A);
+	AWAIT(tstat(A).outbox_depth == 0, "replayed");
+	cr_assert_eq(atomic_load(&A->hdr->tier.ob_head), head);
+	tr_sleep_ms(300); /* B reads the replayed events */
+	AWAIT(tstat(B).outbox_depth == 0, "B idle");
+	cr_assert_eq(count_present(B, 10, 100, "v1"), 90);
+	cr_assert_eq(count_present(B, 0, 10, "v1"), 0, "a replayed put resurrected a deletion");
+	/* Redis's index holds exactly the live ids */
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	redisReply *r = NULL;
+	const char *argv[2] = { "SCARD", "t:llm_cache_index" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, &r, 2, argv, NULL), 0);
+	cr_assert_eq(r->integer, 90);
+	freeReplyObject(r);
+	sc_redis_close(rc);
+}
+
+static void start_with_password(void)
+{
+	static const char *const args[] = { "--requirepass", "right", NULL };
+	tr_start(&srv, args, "right");
+	A = open_seg(pa, "tierA", 1024);
+}
+
+Test(tier_refused, wrong_password_is_shown_and_the_segment_serves, .init = start_with_password,
+     .fini = stop_all, .timeout = 60)
+{
+	semcache_tier_options o = topts("wrong");
+	cr_assert_eq(semcache_tier_start(A, &o), 0);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_DEGRADED, "degraded");
+	semcache_tier_stats st = tstat(A);
+	cr_assert_str_eq(st.last_error_class, "auth");
+	cr_assert_eq(st.last_error, -EACCES);
+	cr_assert_neq(st.last_error_text[0], '\0');
+	cr_assert_eq(put_i(A, 1, "x"), 0);
+	cr_assert_eq(has_i(A, 1, "x"), 1);
+	cr_assert_eq(tstat(A).outbox_depth, 1);
+	cr_assert_eq(semcache_tier_stop(A), 0);
+	cr_assert_eq(tstat(A).state, SEMCACHE_TIER_OFF);
+}
+
+static void start_tiny(void)
+{
+	static const char *const args[] = { "--maxmemory", "2mb", "--maxmemory-policy",
+	                                    "noeviction", NULL };
+	tr_start(&srv, args, NULL);
+	A = open_seg(pa, "tierA", 4096);
+}
+
+Test(tier_refused, oom_is_shown_and_the_segment_serves, .init = start_tiny, .fini = stop_all,
+     .timeout = 120)
+{
+	start_tier(A);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP, "up");
+	static char big[16 << 10];
+	memset(big, 'q', sizeof big - 1);
+	for (int i = 0; i < 400; i++)
+		cr_assert_eq(put_i(A, i, big), 0);
+	AWAIT(tstat(A).last_error == -ENOSPC, "oom seen");
+	AWAIT(tstat(A).state == SEMCACHE_TIER_DEGRADED, "degraded");
+	cr_assert_str_eq(tstat(A).last_error_class, "oom");
+	cr_assert_eq(count_present(A, 0, 400, big), 400);
+	cr_assert_gt(tstat(A).outbox_depth, 0);
+}
+
+Test(tier_refused, garbage_values_are_rejected_and_counted, .init = start_two, .fini = stop_all,
+     .timeout = 60)
+{
+	start_tier(B);
+	AWAIT(tstat(B).state == SEMCACHE_TIER_UP, "up");
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	char id[65], key[128], emb[128];
+	uint8_t d[32];
+	cr_assert_eq(sc_key_digest("ns", "key-1;", d), 0);
+	for (int i = 0; i < 32; i++)
+		snprintf(id + 2 * i, 3, "%02x", d[i]);
+	snprintf(key, sizeof key, "t:llm_cache:%s", id);
+	snprintf(emb, sizeof emb, "t:llm_cache_emb:%s", id);
+	const char *set1[3] = { "SET", key, "\x85garbage-not-msgpack" };
+	const char *set2[3] = { "SET", emb, "short" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_STATUS, NULL, 3, set1, NULL), 0);
+	cr_assert_eq(sc_redis_command(rc, SC_RT_STATUS, NULL, 3, set2, NULL), 0);
+	/* an event for it, malformed events, and a hostile id */
+	const char *x1[9] = { "XADD", "t:llm_cache_events", "*", "op", "P", "id", id, "o",
+	                      "0123456789abcdef0123456789abcdef" };
+	const char *x2[5] = { "XADD", "t:llm_cache_events", "*", "op", "Z" };
+	const char *x3[9] = { "XADD", "t:llm_cache_events", "*", "op", "P", "id", "../../etc",
+	                      "o", "x" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_STRING, NULL, 9, x1, NULL), 0);
+	cr_assert_eq(sc_redis_command(rc, SC_RT_STRING, NULL, 5, x2, NULL), 0);
+	cr_assert_eq(sc_redis_command(rc, SC_RT_STRING, NULL, 9, x3, NULL), 0);
+	AWAIT(tstat(B).import_rejected == 3, "three rejected");
+	cr_assert_eq(has_i(B, 1, "x"), 0);
+	cr_assert_eq(tstat(B).imported, 0);
+	cr_assert_eq(tstat(B).state, SEMCACHE_TIER_UP);
+	char report[1024];
+	cr_assert_eq(semcache_verify(B, report, sizeof report), 0, "%s", report);
+	sc_redis_close(rc);
+}
+
+/* Read-through: an entry in Redis that no event announced is found by an
+ * exact miss on a handle whose syncer has read-through on, and installed;
+ * never while the tier is degraded. */
+Test(tier, read_through_finds_unannounced_entries_only_while_up, .init = start_two,
+     .fini = stop_all, .timeout = 120)
+{
+	start_tier(A);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP, "A up");
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(put_i(A, i, "rt"), 0);
+	AWAIT(tstat(A).exported == 3 && tstat(A).outbox_depth == 0, "exported");
+	/* forget the events: B can only find them by asking */
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	const char *trim[4] = { "XTRIM", "t:llm_cache_events", "MAXLEN", "0" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, NULL, 4, trim, NULL), 0);
+	sc_redis_close(rc);
+
+	semcache_tier_options o = topts(NULL);
+	o.read_through_ms = 500;
+	cr_assert_eq(semcache_tier_start(B, &o), 0);
+	AWAIT(tstat(B).state == SEMCACHE_TIER_UP && atomic_load(&B->hdr->tier.stream_init), "B up");
+	cr_assert_eq(tstat(B).imported, 0);
+	cr_assert_eq(has_i(B, 0, "rt"), 1, "read-through");
+	cr_assert_eq(tstat(B).read_through, 1);
+	cr_assert_eq(tstat(B).imported, 1);
+	/* installed: found again without asking */
+	cr_assert_eq(has_i(B, 0, "rt"), 1);
+	cr_assert_eq(tstat(B).read_through, 1);
+	/* a key Redis does not have stays a miss */
+	cr_assert_eq(has_i(B, 77, "rt"), 0);
+
+	tr_signal(&srv, SIGSTOP);
+	/* before the syncer notices, a read-through may still try: bounded by
+	 * its deadline; once degraded, none is tried */
+	AWAIT(tstat(B).state == SEMCACHE_TIER_DEGRADED, "B degraded");
+	cr_assert_eq(has_i(B, 1, "rt"), 0);
+	cr_assert_eq(tstat(B).read_through, 1);
+	tr_signal(&srv, SIGCONT);
+	AWAIT(tstat(B).state == SEMCACHE_TIER_UP, "B up again");
+	AWAIT(has_i(B, 2, "rt") == 1, "read-through after recovery");
+}
+
+/* A foreign value where the event stream should be: import says so and
+ * retries, export goes on (entries and index are written). */
+Test(tier_refused, foreign_value_at_the_events_key_does_not_stop_export, .init = start_two,
+     .fini = stop_all, .timeout = 60)
+{
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	const char *set[3] = { "SET", "t:llm_cache_events", "not a stream" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_STATUS, NULL, 3, set, NULL), 0);
+	start_tier(A);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(put_i(A, i, "x"), 0);
+	AWAIT(tstat(A).outbox_depth == 0 && tstat(A).exported == 5, "exported");
+	redisReply *r = NULL;
+	const char *scard[2] = { "SCARD", "t:llm_cache_index" };
+	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, &r, 2, scard, NULL), 0);
+	cr_assert_eq(r->integer, 5);
+	freeReplyObject(r);
+	semcache_tier_stats st = tstat(A);
+	cr_assert_str_eq(st.last_error_class, "error-reply");
+	cr_assert(strstr(st.last_error_text, "WRONGTYPE") != NULL, "%s", st.last_error_text);
+	cr_assert_eq(st.state, SEMCACHE_TIER_UP);
+	sc_redis_close(rc);
+}
+
+/* The syncer's process hangs (SIGSTOP): after its heartbeat went stale,
+ * another process's syncer takes the lease; the stopped one, continued,
+ * sees it lost the lease and does not take it back. */
+Test(tier, hung_syncer_is_replaced_and_does_not_come_back, .init = start_two, .fini = stop_all,
+     .timeout = 180)
+{
+	start_tier(B);
+	int go[2];
+	cr_assert_eq(pipe(go), 0);
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		semcache *a = NULL;
+		if (semcache_open(pa, NULL, &a) != 0)
+			_exit(2);
+		semcache_tier_options o = topts(NULL);
+		if (semcache_tier_start(a, &o) != 0)
+			_exit(3);
+		while (tstat(a).state != SEMCACHE_TIER_UP)
+			tr_sleep_ms(5);
+		char ch = 1;
+		if (write(go[1], &ch, 1) != 1)
+			_exit(4);
+		for (;;)
+			pause();
+	}
+	char ch;
+	cr_assert_eq(read(go[0], &ch, 1), 1);
+	cr_assert_eq(tstat(A).syncer_pid, child);
+	start_tier(A);
+	kill(child, SIGSTOP);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(put_i(A, i, "hung"), 0);
+	/* SC_TIER_LEASE_MS (3 s) + a poll later, within WAIT_MS */
+	AWAIT(tstat(A).syncer_pid == getpid(), "taken over from the hung syncer");
+	cr_assert_geq(tstat(A).takeovers, 1);
+	AWAIT(count_present(B, 0, 20, "hung") == 20, "exported by the new holder");
+	kill(child, SIGCONT);
+	for (int i = 20; i < 40; i++)
+		cr_assert_eq(put_i(A, i, "hung"), 0);
+	AWAIT(count_present(B, 20, 40, "hung") == 20, "still exported");
+	/* the continued syncer did not take the lease back */
+	tr_sleep_ms(500);
+	cr_assert_eq(tstat(A).syncer_pid, getpid());
+	kill(child, SIGKILL);
+	cr_assert_eq(waitpid(child, NULL, 0), child);
+}
