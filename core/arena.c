@@ -126,6 +126,7 @@ void sc_arena_reclaim(semcache *c)
 	if (!collect(c, &nhz))
 		return;
 	uint32_t prev = SC_NIL;
+	uint64_t budget = c->nblocks;
 	uint32_t free_head = atomic_load_explicit(&h->free_head, memory_order_relaxed);
 	uint32_t freed = 0;
 	for (uint32_t steps = 0; cur != SC_NIL; steps++) {
@@ -143,7 +144,9 @@ void sc_arena_reclaim(semcache *c)
 			uint32_t b = atomic_load_explicit(&c->next[tail], memory_order_relaxed);
 			if (b == SC_NIL)
 				break;
-			if (b >= c->nblocks || ++k > c->nblocks) {
+			/* one budget for all chains: hostile links (shared tails,
+			 * cycles) cost at most one pass over the arena */
+			if (b >= c->nblocks || ++k > c->nblocks || budget-- == 0) {
 				bad = true;
 				break;
 			}

@@ -697,7 +697,7 @@ static bool ref_reset(semcache_ref *ref)
 {
 	bool ok = true;
 	if (ref->owned_) {
-		ok = sc_owned_take(ref->owned_);
+		ok = sc_owned_take(ref->owned_, ref->owned_id_);
 		if (ok)
 			free(ref->owned_);
 	}
@@ -711,14 +711,16 @@ static int ref_copy(semcache_ref *ref, const uint8_t *rec, size_t off, size_t cl
 	uint8_t *bytes = malloc(clen + 1);
 	if (!bytes)
 		return -ENOMEM;
-	if (sc_owned_add(bytes) < 0) {
+	uint64_t id = sc_owned_add(bytes);
+	if (!id) {
 		free(bytes);
 		return -ENOMEM;
 	}
 	memcpy(bytes, rec + off, clen);
-	if (ref->owned_ && sc_owned_take(ref->owned_))
+	if (ref->owned_ && sc_owned_take(ref->owned_, ref->owned_id_))
 		free(ref->owned_);
 	ref->owned_ = bytes;
+	ref->owned_id_ = id;
 	ref->iov[0].iov_base = bytes;
 	ref->iov[0].iov_len = clen;
 	ref->iovcnt = 1;

@@ -126,18 +126,17 @@ void sc_wunlock(semcache *c)
  * Registry of open handles, so a forked child can re-register each one.
  * ---------------------------------------------------------------------- */
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
-/* Held shared by open and close from before the handle's descriptor
- * exists until it is on the list (and from taking it off the list until
- * the descriptor is closed), exclusively by fork(): a child never inherits
- * a descriptor that its fork handler does not know to let go of. */
-static pthread_rwlock_t fork_guard = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_mutex_t owned_mu = PTHREAD_MUTEX_INITIALIZER; /* see sc_owned_add */
 static semcache *reg_head;
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 
+/* A handle is on the list from before its descriptor exists until after it
+ * is closed, and descriptors are opened and closed under reg_mu (the
+ * segment layer takes it through seg.fd_mu, never across a wait): a fork
+ * in another thread never copies a descriptor the child's handler does
+ * not close. */
 static void fork_prepare(void)
 {
-	pthread_rwlock_wrlock(&fork_guard);
 	pthread_mutex_lock(&reg_mu);
 	pthread_mutex_lock(&owned_mu);
 }
@@ -146,7 +145,6 @@ static void fork_parent(void)
 {
 	pthread_mutex_unlock(&owned_mu);
 	pthread_mutex_unlock(&reg_mu);
-	pthread_rwlock_unlock(&fork_guard);
 }
 
 static void fork_child(void)
@@ -156,7 +154,6 @@ static void fork_child(void)
 	 * so a child that only exec()s claims nothing. */
 	pthread_mutex_init(&reg_mu, NULL);
 	pthread_mutex_init(&owned_mu, NULL);
-	pthread_rwlock_init(&fork_guard, NULL);
 	for (semcache *c = reg_head; c; c = c->reg_next) {
 		sc_seg_fork_child(&c->seg);
 		/* the parent's references are not ours to release */
@@ -207,19 +204,27 @@ static void reg_remove(semcache *c)
 
 /* ------------------------------------------------------------------------
  * Private copies handed out by zero-copy references (see core/cache.c):
- * every live one is registered here, so a release frees a copy once, and
- * a second release (of a copy of the reference) is told apart instead of
- * freeing it twice.  A sorted array: few copies are outstanding at once.
+ * every live one is registered here with an id, so a release frees a copy
+ * once, and a second release (of a copy of the reference) is told apart
+ * instead of freeing it twice - or freeing another reference's copy that
+ * malloc placed at the same address.  A sorted array: few copies are
+ * outstanding at once.
  * ---------------------------------------------------------------------- */
-static void **owned;
+struct owned_copy {
+	void *p;
+	uint64_t id; /* unique for the process's lifetime: a freed address that
+	              * malloc hands out again gets another id */
+};
+static struct owned_copy *owned;
 static size_t owned_n, owned_cap;
+static uint64_t owned_seq;
 
 static size_t owned_pos(const void *p)
 {
 	size_t lo = 0, hi = owned_n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if ((uintptr_t)owned[mid] < (uintptr_t)p)
+		if ((uintptr_t)owned[mid].p < (uintptr_t)p)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -227,35 +232,35 @@ static size_t owned_pos(const void *p)
 	return lo;
 }
 
-int sc_owned_add(void *p)
+uint64_t sc_owned_add(void *p)
 {
-	int rc = 0;
+	uint64_t id = 0;
 	pthread_mutex_lock(&owned_mu);
 	if (owned_n == owned_cap) {
 		size_t cap = owned_cap ? owned_cap * 2 : 64;
-		void **n = realloc(owned, cap * sizeof *n);
-		if (!n) {
-			rc = -ENOMEM;
+		struct owned_copy *n = realloc(owned, cap * sizeof *n);
+		if (!n)
 			goto out;
-		}
 		owned = n;
 		owned_cap = cap;
 	}
 	size_t i = owned_pos(p);
 	memmove(owned + i + 1, owned + i, (owned_n - i) * sizeof *owned);
-	owned[i] = p;
+	id = ++owned_seq;
+	owned[i].p = p;
+	owned[i].id = id;
 	owned_n++;
 out:
 	pthread_mutex_unlock(&owned_mu);
-	return rc;
+	return id;
 }
 
-bool sc_owned_take(void *p)
+bool sc_owned_take(void *p, uint64_t id)
 {
 	bool found = false;
 	pthread_mutex_lock(&owned_mu);
 	size_t i = owned_pos(p);
-	if (i < owned_n && owned[i] == p) {
+	if (i < owned_n && owned[i].p == p && owned[i].id == id) {
 		memmove(owned + i, owned + i + 1, (owned_n - i - 1) * sizeof *owned);
 		owned_n--;
 		found = true;
@@ -358,11 +363,14 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 	if (!c)
 		return -ENOMEM;
 	pthread_mutex_init(&c->rec_mu, NULL);
+	pthread_mutex_init(&c->tier_mu, NULL);
 	c->clock_ms = co.clock_ms;
 	c->clock_arg = co.clock_arg;
 	c->norecord = (co.flags & SEMCACHE_OPEN_NORECORD) != 0;
 	pthread_once(&reg_once, reg_init);
-	pthread_rwlock_rdlock(&fork_guard);
+	c->seg.fd = -1;
+	c->seg.fd_mu = &reg_mu;
+	reg_add(c);
 	if ((rc = sc_seg_open(&c->seg, path, opts ? &req : NULL, &co)) < 0)
 		goto fail;
 	bind_regions(c);
@@ -379,14 +387,12 @@ int semcache_open(const char *path, const semcache_options *opts, semcache **out
 		}
 		sc_wunlock(c);
 	}
-	pthread_mutex_init(&c->tier_mu, NULL);
-	reg_add(c);
-	pthread_rwlock_unlock(&fork_guard);
 	*out = c;
 	return 0;
 fail:
-	pthread_rwlock_unlock(&fork_guard);
+	reg_remove(c);
 	pthread_mutex_destroy(&c->rec_mu);
+	pthread_mutex_destroy(&c->tier_mu);
 	free(c->hz);
 	free(c);
 	return rc;
@@ -397,10 +403,8 @@ int semcache_close(semcache *c)
 	if (!c)
 		return 0;
 	sc_tier_close(c);
-	pthread_rwlock_rdlock(&fork_guard);
+	sc_seg_close(&c->seg); /* its descriptor closes under reg_mu */
 	reg_remove(c);
-	sc_seg_close(&c->seg);
-	pthread_rwlock_unlock(&fork_guard);
 	pthread_mutex_destroy(&c->rec_mu);
 	pthread_mutex_destroy(&c->tier_mu);
 	free(c->hz);

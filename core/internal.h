@@ -115,8 +115,8 @@ uint32_t sc_csum_final(sc_csum *st, const void *data, size_t len);
 int64_t sc_now(const semcache *c);
 int sc_wlock(semcache *c);       /* 0, or error; repairs after a dead holder */
 bool sc_handle_is_open(const semcache *h); /* h is an open handle of this process */
-int sc_owned_add(void *p);   /* register a zero-copy reference's private copy */
-bool sc_owned_take(void *p); /* unregister it: true if it was registered */
+uint64_t sc_owned_add(void *p);          /* register a private copy: its id, 0 on ENOMEM */
+bool sc_owned_take(void *p, uint64_t id); /* unregister: true if (p, id) was registered */
 void sc_wunlock(semcache *c);
 /* A child forked with an open handle claims its record on its first call,
  * not in the fork handler: a child that only exec()s claims nothing. */

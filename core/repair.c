@@ -37,7 +37,7 @@
 
 #include "internal.h"
 
-enum { B_UNKNOWN = 0, B_SLOT = 1, B_WALK = 2, B_FREE = 3, B_LIMBO = 4 };
+enum { B_UNKNOWN = 0, B_SLOT = 1, B_WALK = 2, B_FREE = 3, B_LIMBO = 4, B_KEPT = 5 };
 
 /* A slot's fields, read once. */
 struct slot_copy {
@@ -161,8 +161,9 @@ static bool way_matches(semcache *c, uint64_t e, uint32_t bi, const uint8_t d[32
 }
 
 /*
- * Blocks a live process's hazard word names and no slot owns: the chains
- * its zero-copy references read, kept in limbo.  A hazard may be stale (a
+ * Blocks a live process's hazard word names that neither a slot nor a kept
+ * limbo chain holds (a chain a writer died retiring, or stale hazards):
+ * kept in limbo too.  A hazard may be stale (a
  * reader that has not yet re-checked its slot) and name a block in the
  * middle of another reference's chain, or the head of a garbage run that
  * leads into one, so chains are not told apart: every block reachable from
@@ -174,11 +175,52 @@ static bool way_matches(semcache *c, uint64_t e, uint32_t bi, const uint8_t d[32
  * follows a chain's links only before its final sequence check, which
  * fails once the chain has left its slot.
  */
-static uint32_t find_root(const uint32_t *rep, uint32_t b)
+static uint32_t find_root(uint32_t *rep, uint32_t b)
 {
-	while (rep[b] != b)
+	while (rep[b] != b) {
+		rep[b] = rep[rep[b]]; /* path halving: hostile hazards cannot make it slow */
 		b = rep[b];
+	}
 	return b;
+}
+
+/*
+ * The limbo chains writers left are kept whole, exactly as they are: they
+ * are what reclaim knows, and a reference reads its chain in its own
+ * order (a chain that an earlier repair relinked is one group now, and
+ * must stay one).  A chain that does not validate (out of range, shared
+ * with a slot or another chain, longer than the arena) is dropped; its
+ * blocks are judged by the hazards below.
+ */
+static void keep_limbo(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32_t *limbo_n)
+{
+	uint32_t cur = atomic_load_explicit(&c->hdr->limbo_head, memory_order_relaxed);
+	uint64_t budget = c->nblocks; /* blocks walked, over all chains */
+	for (uint32_t chains = 0; cur < c->nblocks && chains < c->nblocks; chains++) {
+		uint32_t nxt = atomic_load_explicit(&c->lnext[cur], memory_order_relaxed);
+		uint32_t b = cur, k = 0;
+		while (b < c->nblocks && state[b] == B_UNKNOWN && budget > 0) {
+			state[b] = B_WALK;
+			k++;
+			budget--;
+			b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
+		}
+		bool ok = b == SC_NIL;
+		uint32_t w = cur;
+		for (uint32_t i = 0; i < k; i++) {
+			uint32_t nx = atomic_load_explicit(&c->next[w], memory_order_relaxed);
+			state[w] = ok ? B_KEPT : B_UNKNOWN;
+			w = nx;
+		}
+		if (ok) {
+			atomic_store_explicit(&c->lnext[cur], *limbo_head, memory_order_relaxed);
+			*limbo_head = cur;
+			*limbo_n += k;
+		}
+		if (budget == 0)
+			break;
+		cur = nxt;
+	}
 }
 
 static int keep_pinned(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32_t *limbo_n)
@@ -326,6 +368,7 @@ int sc_repair(semcache *c)
 				uint32_t os = (uint32_t)o - 1;
 				if (o && os < c->slots && os != s &&
 				    memcmp(c->slot[os].digest, sl.digest, 32) == 0) {
+					unclaim_chain(c, &sl, state);
 					empty_slot(c, s);
 					keep = false;
 				}
@@ -370,6 +413,7 @@ int sc_repair(semcache *c)
 
 	/* 4. blocks: used by slots (marked in 1), pinned, or free */
 	uint32_t limbo_head = SC_NIL, limbo_n = 0;
+	keep_limbo(c, state, &limbo_head, &limbo_n);
 	if ((rc = keep_pinned(c, state, &limbo_head, &limbo_n)) < 0)
 		goto out; /* nothing rebuilt yet: needs_repair stays set */
 	uint32_t free_head = SC_NIL, free_n = 0;

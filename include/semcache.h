@@ -336,6 +336,7 @@ typedef struct semcache_ref {
 	size_t len;
 	/* private */
 	void *owned_;              /* a private copy of the content, or NULL */
+	uint64_t owned_id_;        /* its registration (see core/handle.c) */
 	struct semcache *handle_;  /* the handle that took the pin */
 	uint64_t ticket_;          /* 0: holds no pin */
 	uint32_t rec_, gen_;       /* that handle's record and its generation */

@@ -353,12 +353,12 @@ static int attach_segment(struct sc_seg *s, const semcache_options *o, off_t fsi
 	return bind_regions(s);
 }
 
+static void seg_close_fd(struct sc_seg *s);
+
 static void seg_free(struct sc_seg *s)
 {
 	unmap_file(s);
-	if (s->fd >= 0)
-		close(s->fd);
-	s->fd = -1;
+	seg_close_fd(s);
 	free(s->live);
 	s->live = NULL;
 	free(s->path);
@@ -409,6 +409,39 @@ static int open_existing(const char *path)
 	return fd;
 }
 
+/* Descriptors of a handle come and go under s->fd_mu (see segment.h). */
+static void fd_lock(struct sc_seg *s)
+{
+	if (s->fd_mu)
+		pthread_mutex_lock(s->fd_mu);
+}
+
+static void fd_unlock(struct sc_seg *s)
+{
+	if (s->fd_mu)
+		pthread_mutex_unlock(s->fd_mu);
+}
+
+/* s->fd = the segment at path, or a negative code (s->fd stays -1). */
+static int seg_open_fd(struct sc_seg *s, const char *path)
+{
+	fd_lock(s);
+	int fd = open_existing(path);
+	if (fd >= 0)
+		s->fd = fd;
+	fd_unlock(s);
+	return fd;
+}
+
+static void seg_close_fd(struct sc_seg *s)
+{
+	fd_lock(s);
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	fd_unlock(s);
+}
+
 /*
  * A new segment is built in an anonymous file (O_TMPFILE in the path's
  * directory) and linked into place once complete: the path never names a
@@ -448,9 +481,7 @@ static int build_and_link(struct sc_seg *s, const char *path, const char *tmpnam
 static void drop_new(struct sc_seg *s)
 {
 	unmap_file(s);
-	if (s->fd >= 0)
-		close(s->fd);
-	s->fd = -1;
+	seg_close_fd(s);
 }
 
 static int create_new(struct sc_seg *s, const char *path, const semcache_options *co)
@@ -469,7 +500,11 @@ static int create_new(struct sc_seg *s, const char *path, const semcache_options
 		tmp[1] = '\0';
 	else
 		*slash = '\0';
+	fd_lock(s);
 	s->fd = open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int open_errno = errno;
+	fd_unlock(s);
+	errno = open_errno;
 	if (s->fd >= 0) {
 		rc = build_and_link(s, path, NULL, co);
 		if (rc != -ENOLINK) {
@@ -478,12 +513,16 @@ static int create_new(struct sc_seg *s, const char *path, const semcache_options
 			goto out;
 		}
 		drop_new(s);
-	} else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
-		rc = -errno;
+	} else if (open_errno != EOPNOTSUPP && open_errno != EISDIR && open_errno != EINVAL) {
+		rc = -open_errno;
 		goto out;
 	}
 	snprintf(tmp, len, "%s.new-XXXXXX", path);
+	fd_lock(s);
 	s->fd = mkostemp(tmp, O_CLOEXEC);
+	open_errno = errno;
+	fd_unlock(s);
+	errno = open_errno;
 	if (s->fd < 0) {
 		rc = -errno;
 		goto out;
@@ -503,8 +542,6 @@ int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts
 	int rc = 0, excl = 0;
 	bool may_create = !(co->flags & SEMCACHE_OPEN_NOCREATE);
 
-	memset(s, 0, sizeof *s);
-	s->fd = -1;
 	s->pid = getpid();
 	pthread_mutex_init(&s->wmu, NULL);
 	if (!(s->path = strdup(path))) {
@@ -517,9 +554,8 @@ int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts
 			rc = SEMCACHE_EBUSY;
 			goto fail;
 		}
-		s->fd = open_existing(path);
-		if (s->fd == -ENOENT && may_create) {
-			s->fd = -1;
+		int ofd = seg_open_fd(s, path);
+		if (ofd == -ENOENT && may_create) {
 			rc = create_new(s, path, co);
 			if (rc == -EEXIST && !(co->flags & SEMCACHE_OPEN_EXCL))
 				continue; /* another process's segment arrived first */
@@ -529,9 +565,8 @@ int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts
 			s->lone = false;
 			break;
 		}
-		if (s->fd < 0) {
-			rc = s->fd;
-			s->fd = -1;
+		if (ofd < 0) {
+			rc = ofd;
 			goto fail;
 		}
 		if (co->flags & SEMCACHE_OPEN_EXCL) {
@@ -563,8 +598,7 @@ int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts
 		struct stat pst;
 		if (fstat(s->fd, &st) < 0 || st.st_nlink == 0 || lstat(path, &pst) < 0 ||
 		    pst.st_ino != st.st_ino || pst.st_dev != st.st_dev) {
-			close(s->fd);
-			s->fd = -1;
+			seg_close_fd(s);
 			continue;
 		}
 		if (st.st_size == 0) {
@@ -577,8 +611,7 @@ int sc_seg_open(struct sc_seg *s, const char *path, const semcache_options *opts
 			}
 			if (!excl) {
 				/* someone else holds it: they may be laying it out */
-				close(s->fd);
-				s->fd = -1;
+				seg_close_fd(s);
 				usleep(5000);
 				continue;
 			}
@@ -645,13 +678,13 @@ void sc_seg_fork_child(struct sc_seg *s)
 
 int sc_seg_reattach(struct sc_seg *s, bool claim)
 {
-	int fd = open_existing(s->path);
+	int fd = seg_open_fd(s, s->path);
 	if (fd < 0)
 		return fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
 		/* the path names another file now: this mapping's segment is gone */
-		close(fd);
+		seg_close_fd(s);
 		return SEMCACHE_ENOTSEMCACHE;
 	}
 	/* Never wait here (a reader's first call may land here): while a lone
@@ -659,10 +692,9 @@ int sc_seg_reattach(struct sc_seg *s, bool claim)
 	 * shared one; the record's OFD lock is what says we are alive. */
 	if (flock(fd, LOCK_SH | LOCK_NB) < 0 && errno != EWOULDBLOCK) {
 		int e = -errno;
-		close(fd);
+		seg_close_fd(s);
 		return e;
 	}
-	s->fd = fd;
 	memset(s->live, 0, s->g.max_procs * sizeof *s->live);
 	return claim ? sc_proc_claim(s) : 0;
 }

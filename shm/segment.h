@@ -65,12 +65,19 @@ struct sc_seg {
 	pid_t pid;
 	bool lone;            /* we attached an existing segment nobody else had open */
 
+	/* The caller's mutex (its fork handler takes it too): descriptors are
+	 * opened, assigned to fd and closed only while holding it, so a fork
+	 * in another thread never copies a descriptor that the child's
+	 * handler does not know to close.  Never held across a wait. */
+	pthread_mutex_t *fd_mu;
+
 	pthread_mutex_t wmu;  /* threads of this process take the writer lock in turn */
 	struct sc_live *live; /* max_procs verdicts, used under the writer lock */
 };
 
 /*
- * Open (creating if absent and allowed) the segment at path.  opts are the
+ * Open (creating if absent and allowed) the segment at path.  The caller
+ * zeroes *s and sets s->fd = -1 and s->fd_mu first.  opts are the
  * caller's options as given (NULL = attach to anything, create with
  * defaults); create holds the options a new segment is made with (defaults
  * filled in).  Claims a process record unless SEMCACHE_OPEN_NORECORD.

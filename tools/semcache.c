@@ -2426,9 +2426,9 @@ static void main_help(FILE *f)
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
 	fputs("\n"
-	      "Global options (before or after the command):\n"
+	      "Global options (--path before or after the command):\n"
 	      "  --path PATH  segment file (default $SEMCACHE_PATH, else " SEMCACHE_DEFAULT_PATH ")\n"
-	      "  --group      (after the command) accept a group-shared segment (mode 0660)\n"
+	      "  --group      accept a group-shared segment (mode 0660); after the command\n"
 	      "  -h, --help   help (after a command: that command's help)\n"
 	      "\n"
 	      "Exit status: 0 ok; 1 miss, no match or verify found damage; 2 usage error;\n"

@@ -453,3 +453,25 @@ Test(zerocopy, a_private_copy_pins_nothing_and_is_freed_once)
 	free(got);
 	free(content);
 }
+
+Test(zerocopy, a_stale_copy_never_frees_a_newer_copy_at_the_same_address)
+{
+	char *content = pattern(600, 17), *other = pattern(600, 18);
+	cr_assert_eq(put_simple(c, "ns", "k", content), 0);
+	cr_assert_eq(put_simple(c, "ns", "j", other), 0);
+	semcache_ref held[32];
+	for (int i = 0; i < 32; i++)
+		held[i] = take("k");
+	semcache_ref r1 = take("k"), stale = r1; /* private copies from here */
+	cr_assert_eq(semcache_release(c, &r1), 0);
+	semcache_ref r2 = take("j"); /* malloc may well reuse r1's address */
+	cr_assert_eq(semcache_release(c, &stale), -EINVAL);
+	char *got = gather(&r2);
+	cr_assert_str_eq(got, other, "a stale release freed or changed a newer copy");
+	cr_assert_eq(semcache_release(c, &r2), 0);
+	for (int i = 0; i < 32; i++)
+		cr_assert_eq(semcache_release(c, &held[i]), 0);
+	free(got);
+	free(content);
+	free(other);
+}
