@@ -116,10 +116,11 @@ int sc_lock_take(struct sc_seg *s, bool try_only)
 			sched_yield();
 			continue;
 		}
-		/* A word naming us is not ours (we hold wmu, so no thread of this
-		 * process holds the lock): a peer forged it.  Otherwise ask the
-		 * kernel whether the holder lives. */
-		if (v == me || !holder_alive(s, v)) {
+		/* A word naming our record, whatever generation it shows, is not
+		 * ours (we hold wmu, so no thread of this process holds the lock):
+		 * a peer forged it.  Otherwise ask the kernel whether the holder
+		 * lives. */
+		if ((uint32_t)v - 1 == s->me_idx || !holder_alive(s, v)) {
 			if (atomic_compare_exchange_strong_explicit(&h->wlock, &v, me,
 			                                            memory_order_acquire,
 			                                            memory_order_relaxed))
