@@ -206,8 +206,10 @@ static void keep_limbo(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32
 			b = atomic_load_explicit(&c->next[b], memory_order_relaxed);
 		}
 		bool ok = b == SC_NIL;
+		/* the links are re-read: a peer may have changed them, so the
+		 * second walk is bounded by what the first one marked */
 		uint32_t w = cur;
-		for (uint32_t i = 0; i < k; i++) {
+		for (uint32_t i = 0; i < k && w < c->nblocks && state[w] == B_WALK; i++) {
 			uint32_t nx = atomic_load_explicit(&c->next[w], memory_order_relaxed);
 			state[w] = ok ? B_KEPT : B_UNKNOWN;
 			w = nx;
@@ -221,6 +223,10 @@ static void keep_limbo(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32
 			break;
 		cur = nxt;
 	}
+	/* marks a diverted second walk left behind (a peer changing links) */
+	for (uint32_t b = 0; b < c->nblocks; b++)
+		if (state[b] == B_WALK)
+			state[b] = B_UNKNOWN;
 }
 
 static int keep_pinned(semcache *c, uint8_t *state, uint32_t *limbo_head, uint32_t *limbo_n)
