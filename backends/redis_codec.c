@@ -289,140 +289,16 @@ int sc_rnative_encode(const sc_rentry *e, size_t max, sc_buf *out)
 }
 
 /* ------------------------------------------------------------------------
- * Native entry: bounded reader
+ * Native entry: decoded with the core codec's bounded reader (sc_rd_item,
+ * core/codec.h), never msgpack-c's unpacker
  * ---------------------------------------------------------------------- */
 
-typedef struct sc_mrd {
-	const uint8_t *p, *end;
-} sc_mrd;
-
-enum { M_BAD, M_NIL, M_BOOL, M_UINT, M_NINT, M_FLOAT, M_STR, M_BIN, M_EXT, M_ARRAY, M_MAP };
-
-typedef struct sc_mitem {
-	int kind;
-	uint64_t u;        /* uint value, payload length, or element count */
-	const uint8_t *s;  /* str/bin/ext payload */
-} sc_mitem;
-
-static uint64_t be(const uint8_t *p, unsigned w)
-{
-	uint64_t v = 0;
-
-	for (unsigned i = 0; i < w; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/* The next item's header (and for str/bin/ext its payload), every length
- * and count checked against the bytes left. */
-static int m_next(sc_mrd *r, sc_mitem *it)
-{
-	const uint8_t *p = r->p;
-	size_t left = (size_t)(r->end - p), hdr = 1, body = 0, w = 0;
-	uint8_t t;
-
-	if (left == 0)
-		return BAD;
-	t = p[0];
-	it->u = 0;
-	if (t <= 0x7f) {
-		it->kind = M_UINT;
-		it->u = t;
-	} else if (t <= 0x8f) {
-		it->kind = M_MAP;
-		it->u = t & 0x0f;
-	} else if (t <= 0x9f) {
-		it->kind = M_ARRAY;
-		it->u = t & 0x0f;
-	} else if (t <= 0xbf) {
-		it->kind = M_STR;
-		body = t & 0x1f;
-	} else if (t >= 0xe0) {
-		it->kind = M_NINT;
-	} else {
-		switch (t) {
-		case 0xc0: it->kind = M_NIL; break;
-		case 0xc2: case 0xc3: it->kind = M_BOOL; break;
-		case 0xc4: case 0xc5: case 0xc6:
-			it->kind = M_BIN; w = 1u << (t - 0xc4); break;
-		case 0xc7: case 0xc8: case 0xc9: /* ext: length, then a type byte */
-			it->kind = M_EXT; w = 1u << (t - 0xc7); break;
-		case 0xca: it->kind = M_FLOAT; hdr = 5; break;
-		case 0xcb: it->kind = M_FLOAT; hdr = 9; break;
-		case 0xcc: case 0xcd: case 0xce: case 0xcf:
-			it->kind = M_UINT; w = 1u << (t - 0xcc); break;
-		case 0xd0: case 0xd1: case 0xd2: case 0xd3:
-			it->kind = M_UINT; w = 1u << (t - 0xd0); break; /* sign decided below */
-		case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
-			it->kind = M_EXT; hdr = 2 + (1u << (t - 0xd4)); break;
-		case 0xd9: case 0xda: case 0xdb:
-			it->kind = M_STR; w = 1u << (t - 0xd9); break;
-		case 0xdc: case 0xdd:
-			it->kind = M_ARRAY; w = 2u << (t - 0xdc); break;
-		case 0xde: case 0xdf:
-			it->kind = M_MAP; w = 2u << (t - 0xde); break;
-		default:
-			return BAD; /* 0xc1, never used */
-		}
-		if (w) {
-			uint64_t v;
-
-			hdr = 1 + w + (it->kind == M_EXT);
-			if (hdr > left)
-				return BAD;
-			v = be(p + 1, (unsigned)w);
-			if (it->kind == M_UINT && t >= 0xd0 && (p[1] & 0x80))
-				it->kind = M_NINT; /* a negative signed int */
-			if (it->kind == M_STR || it->kind == M_BIN || it->kind == M_EXT)
-				body = (size_t)v == v ? (size_t)v : SIZE_MAX;
-			else
-				it->u = v;
-		}
-	}
-	if (hdr > left)
-		return BAD;
-	left -= hdr;
-	if (body > left)
-		return BAD;
-	if (it->kind == M_STR || it->kind == M_BIN || it->kind == M_EXT)
-		it->u = body;
-	if (it->kind == M_ARRAY && it->u > left)
-		return BAD;
-	if (it->kind == M_MAP && it->u > left / 2)
-		return BAD;
-	it->s = p + hdr;
-	r->p = p + hdr + body;
-	return 0;
-}
-
-#define M_MAX_DEPTH 8u
-
-/* Step over one item; the depth cap keeps recursion (and the stack) small
- * whatever the input claims. */
-static int m_skip(sc_mrd *r, unsigned depth)
-{
-	sc_mitem it;
-	uint64_t n;
-
-	if (m_next(r, &it))
-		return BAD;
-	if (it.kind != M_ARRAY && it.kind != M_MAP)
-		return 0;
-	if (depth >= M_MAX_DEPTH)
-		return BAD;
-	n = it.kind == M_MAP ? it.u * 2 : it.u;
-	for (uint64_t i = 0; i < n; i++)
-		if (m_skip(r, depth + 1))
-			return BAD;
-	return 0;
-}
-
 /* A non-negative integer that fits int64 (times). */
-static int m_time(sc_mrd *r, int64_t *v)
+static int m_time(sc_rd *r, int64_t *v)
 {
-	sc_mitem it;
+	sc_item it;
 
-	if (m_next(r, &it) || it.kind != M_UINT || it.u > INT64_MAX)
+	if (sc_rd_item(r, &it) || it.kind != K_UINT || it.u > INT64_MAX)
 		return BAD;
 	*v = (int64_t)it.u;
 	return 0;
@@ -465,8 +341,8 @@ out:
 int sc_rnative_decode(const void *buf, size_t len, const char *id, sc_rentry *e,
                       semcache_response **resp)
 {
-	sc_mrd r = { buf, (const uint8_t *)buf + len };
-	sc_mitem it;
+	sc_rd r = { buf, (const uint8_t *)buf + len };
+	sc_item it;
 	unsigned seen = 0;
 	uint32_t v = 0;
 	sc_rentry d;
@@ -477,17 +353,17 @@ int sc_rnative_decode(const void *buf, size_t len, const char *id, sc_rentry *e,
 	if (!buf || !e)
 		return -EINVAL;
 	memset(&d, 0, sizeof d);
-	if (m_next(&r, &it) || it.kind != M_MAP)
+	if (sc_rd_item(&r, &it) || it.kind != K_MAP)
 		goto out;
 	for (uint64_t i = 0; i < it.u; i++) {
-		sc_mitem k, val;
+		sc_item k, val;
 		int f;
 
-		if (m_next(&r, &k) || k.kind != M_STR)
+		if (sc_rd_item(&r, &k) || k.kind != K_STR)
 			goto out;
 		f = native_field(k.s, (size_t)k.u);
 		if (f < 0) {
-			if (m_skip(&r, 1))
+			if (sc_rd_skip(&r, 2) /* a container here is level 2 */)
 				goto out;
 			continue;
 		}
@@ -510,27 +386,27 @@ int sc_rnative_decode(const void *buf, size_t len, const char *id, sc_rentry *e,
 		default:
 			break;
 		}
-		if (m_next(&r, &val))
+		if (sc_rd_item(&r, &val))
 			goto out;
 		switch (f) {
 		case N_V:
-			if (val.kind != M_UINT || val.u != SC_RCODEC_VERSION)
+			if (val.kind != K_UINT || val.u != SC_RCODEC_VERSION)
 				goto out;
 			v = (uint32_t)val.u;
 			break;
 		case N_HITS:
-			if (val.kind != M_UINT)
+			if (val.kind != K_UINT)
 				goto out;
 			d.hits = val.u;
 			break;
 		case N_PAYLOAD:
-			if (val.kind != M_BIN || val.u == 0)
+			if (val.kind != K_BIN || val.u == 0)
 				goto out;
 			d.payload = val.s;
 			d.payload_len = (size_t)val.u;
 			break;
 		default: /* ns, key, scope */
-			if (val.kind != M_STR || memchr(val.s, 0, (size_t)val.u))
+			if (val.kind != K_STR || memchr(val.s, 0, (size_t)val.u))
 				goto out;
 			if (f == N_NS) {
 				d.ns = (const char *)val.s;

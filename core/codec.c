@@ -327,26 +327,13 @@ int sc_codec_encode(const char *ns, const char *key, const char *scope,
 /* ------------------------------------------------------------------------
  * Bounded reader
  *
- * rd_item() classifies the next msgpack item and steps over its header and,
+ * sc_rd_item() classifies the next msgpack item and steps over its header and,
  * for str/bin/ext, its payload; for a container it stops at the first
  * element.  It checks every length and count against the bytes left before
  * returning it, so callers may trust them.  rd_str(), rd_u32() and rd_nil()
  * are fast paths for the common tags that keep the same checks; everything
  * else is built on these four.
  * ---------------------------------------------------------------------- */
-typedef struct sc_rd {
-	const uint8_t *p, *end;
-} sc_rd;
-
-enum { K_BAD, K_NIL, K_BOOL, K_UINT, K_SINT, K_NINT, K_FLOAT, K_STR, K_BIN,
-       K_EXT, K_ARRAY, K_MAP };
-
-typedef struct sc_item {
-	uint8_t kind;      /* K_*; K_SINT is folded into K_UINT or K_NINT */
-	uint64_t u;        /* integer value, str/bin/ext payload length, or element count */
-	const uint8_t *s;  /* str/bin/ext payload */
-} sc_item;
-
 /* Tags 0xc0..0xdf: kind, header bytes (tag included; for fixext the whole
  * item) and the width of the big-endian length or value after the tag. */
 static const struct { uint8_t kind, hdr, w; } tags[32] = {
@@ -374,7 +361,7 @@ static uint64_t ld_be(const uint8_t *p, unsigned w)
 	}
 }
 
-static int rd_item(sc_rd *r, sc_item *it)
+int sc_rd_item(sc_rd *r, sc_item *it)
 {
 	const uint8_t *p = r->p;
 	size_t left = (size_t)(r->end - p), hdr = 1, body = 0;
@@ -447,12 +434,12 @@ static int rd_item(sc_rd *r, sc_item *it)
 /* Step over one item of any type.  depth is the nesting level a container
  * here would have (the record's map is level 1); recursion stops at
  * SC_CODEC_MAX_DEPTH, so the stack stays small whatever the input says. */
-static int rd_skip(sc_rd *r, unsigned depth)
+int sc_rd_skip(sc_rd *r, unsigned depth)
 {
 	sc_item it;
 	uint64_t n;
 
-	if (rd_item(r, &it))
+	if (sc_rd_item(r, &it))
 		return BAD;
 	if (it.kind != K_ARRAY && it.kind != K_MAP)
 		return 0;
@@ -460,12 +447,12 @@ static int rd_skip(sc_rd *r, unsigned depth)
 		return BAD;
 	n = it.kind == K_MAP ? it.u * 2 : it.u;
 	for (uint64_t i = 0; i < n; i++)
-		if (rd_skip(r, depth + 1))
+		if (sc_rd_skip(r, depth + 1))
 			return BAD;
 	return 0;
 }
 
-/* A string; the same checks as rd_item() without the general dispatch,
+/* A string; the same checks as sc_rd_item() without the general dispatch,
  * since strings are most of what a record holds.  Map keys are read with
  * it directly: a key we do not know may hold any bytes. */
 static inline int rd_str(sc_rd *r, const uint8_t **s, size_t *n)
@@ -513,7 +500,7 @@ static int rd_u32(sc_rd *r, uint32_t *v)
 		*v = *r->p++;
 		return 0;
 	}
-	if (rd_item(r, &it) || it.kind != K_UINT || it.u > UINT32_MAX)
+	if (sc_rd_item(r, &it) || it.kind != K_UINT || it.u > UINT32_MAX)
 		return BAD;
 	*v = (uint32_t)it.u;
 	return 0;
@@ -544,7 +531,7 @@ static int rd_tool_call(sc_rd *r, const uint8_t *s[T_COUNT], size_t n[T_COUNT])
 		s[i] = NULL;
 		n[i] = 0;
 	}
-	if (rd_item(r, &it) || it.kind != K_MAP)
+	if (sc_rd_item(r, &it) || it.kind != K_MAP)
 		return BAD;
 	for (uint64_t i = 0; i < it.u; i++) {
 		const uint8_t *k;
@@ -555,7 +542,7 @@ static int rd_tool_call(sc_rd *r, const uint8_t *s[T_COUNT], size_t n[T_COUNT])
 			return BAD;
 		f = tool_field(k, kn);
 		if (f < 0) {
-			if (rd_skip(r, 4))
+			if (sc_rd_skip(r, 4))
 				return BAD;
 			continue;
 		}
@@ -574,7 +561,7 @@ static int rd_usage(sc_rd *r, uint32_t v[U_COUNT])
 	sc_item it;
 	unsigned seen = 0;
 
-	if (rd_item(r, &it) || it.kind != K_MAP)
+	if (sc_rd_item(r, &it) || it.kind != K_MAP)
 		return BAD;
 	for (uint64_t i = 0; i < it.u; i++) {
 		const uint8_t *k;
@@ -585,7 +572,7 @@ static int rd_usage(sc_rd *r, uint32_t v[U_COUNT])
 			return BAD;
 		f = usage_field(k, kn);
 		if (f < 0) {
-			if (rd_skip(r, 3))
+			if (sc_rd_skip(r, 3))
 				return BAD;
 			continue;
 		}
@@ -634,7 +621,7 @@ static int rd_field(sc_rd *r, int f, sc_scan *sc)
 	case F_TOOL_CALLS:
 		if (rd_nil(r))
 			return 0;
-		if (rd_item(r, &it) || it.kind != K_ARRAY || it.u > SC_CODEC_MAX_TOOL_CALLS)
+		if (sc_rd_item(r, &it) || it.kind != K_ARRAY || it.u > SC_CODEC_MAX_TOOL_CALLS)
 			return BAD;
 		sc->tc = r->p;
 		sc->n_tc = (uint32_t)it.u;
@@ -669,7 +656,7 @@ static int scan_record(const void *buf, size_t len, sc_scan *sc, enum scan_mode 
 	bool ids_only = mode != SCAN_ALL;
 
 	memset(sc, 0, sizeof(*sc));
-	if (rd_item(&r, &it) || it.kind != K_MAP)
+	if (sc_rd_item(&r, &it) || it.kind != K_MAP)
 		return BAD;
 	for (uint64_t i = 0; i < it.u; i++) {
 		const uint8_t *k;
@@ -688,7 +675,7 @@ static int scan_record(const void *buf, size_t len, sc_scan *sc, enum scan_mode 
 			return 0;
 		}
 		if (f < 0 || (ids_only && !(IDS_MASK & (1u << f)))) {
-			if (rd_skip(&r, 2))
+			if (sc_rd_skip(&r, 2))
 				return BAD;
 			continue;
 		}

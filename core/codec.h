@@ -20,6 +20,34 @@
 #define SC_CODEC_MAX_TOOL_CALLS 1024u
 #define SC_CODEC_MAX_DEPTH      8u
 
+/*
+ * The bounded msgpack reader (core/codec.c), shared with the Redis tier's
+ * decoders (backends/redis_codec.c): nothing that reads untrusted msgpack
+ * goes through msgpack-c's unpacker (msgpack-c issue 1013).
+ * sc_rd_item() classifies the next item and steps over its header and, for
+ * str/bin/ext, its payload; for a container it stops at the first element.
+ * Every length and count is checked against the bytes left first, so the
+ * caller may trust them.  sc_rd_skip() steps over one item of any type;
+ * depth is the nesting level a container there would have, and containers
+ * deeper than SC_CODEC_MAX_DEPTH are refused.  Both return 0 or
+ * SEMCACHE_EBADRECORD.
+ */
+typedef struct sc_rd {
+	const uint8_t *p, *end;
+} sc_rd;
+
+enum { K_BAD, K_NIL, K_BOOL, K_UINT, K_SINT, K_NINT, K_FLOAT, K_STR, K_BIN,
+       K_EXT, K_ARRAY, K_MAP };
+
+typedef struct sc_item {
+	uint8_t kind;      /* K_*; K_SINT is folded into K_UINT or K_NINT */
+	uint64_t u;        /* integer value, str/bin/ext payload length, or element count */
+	const uint8_t *s;  /* str/bin/ext payload */
+} sc_item;
+
+int sc_rd_item(sc_rd *r, sc_item *it);
+int sc_rd_skip(sc_rd *r, unsigned depth);
+
 /* Growable output buffer; free data with free(). */
 typedef struct sc_buf {
 	char *data;
