@@ -822,6 +822,18 @@ static size_t parse_entries(struct sc_tier_rt *rt, const redisReply *arr, struct
 	return n;
 }
 
+/* The importer's stream position becomes entry e's id ([id, fields]), if
+ * e has that shape; an entry that is not one leaves the position as it is. */
+static void set_position(struct sc_tier *t, const redisReply *e)
+{
+	uint64_t ms, seq;
+	if (e && e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+	    sc_tier_parse_stream_id(e->element[0], &ms, &seq) == 0) {
+		atomic_store_explicit(&t->stream_ms, ms, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_seq, seq, memory_order_relaxed);
+	}
+}
+
 /* A new segment's first look: the newest `warmup` events, oldest first. */
 static int warm_up(struct sc_tier_rt *rt)
 {
@@ -844,13 +856,7 @@ static int warm_up(struct sc_tier_rt *rt)
 		if ((rc = apply_events(rt, ev, n)) < 0)
 			goto out;
 		/* the newest event is our position even when it did not parse */
-		uint64_t ms, seq;
-		const redisReply *e0 = r->element[0];
-		if (e0 && e0->type == REDIS_REPLY_ARRAY && e0->elements == 2 &&
-		    sc_tier_parse_stream_id(e0->element[0], &ms, &seq) == 0) {
-			atomic_store_explicit(&t->stream_ms, ms, memory_order_relaxed);
-			atomic_store_explicit(&t->stream_seq, seq, memory_order_relaxed);
-		}
+		set_position(t, r->element[0]);
 	}
 	atomic_store_explicit(&t->stream_init, 1, memory_order_relaxed);
 out:
@@ -896,13 +902,7 @@ static int import_poll(struct sc_tier_rt *rt)
 	if ((rc = apply_events(rt, ev, n)) < 0)
 		goto out;
 	/* past malformed trailing entries too, so they are not read forever */
-	uint64_t ms, seq;
-	const redisReply *last = arr->element[arr->elements - 1];
-	if (last && last->type == REDIS_REPLY_ARRAY && last->elements == 2 &&
-	    sc_tier_parse_stream_id(last->element[0], &ms, &seq) == 0) {
-		atomic_store_explicit(&t->stream_ms, ms, memory_order_relaxed);
-		atomic_store_explicit(&t->stream_seq, seq, memory_order_relaxed);
-	}
+	set_position(t, arr->element[arr->elements - 1]);
 	rc = (int)n;
 out:
 	free(ev);
