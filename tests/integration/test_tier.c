@@ -313,11 +313,10 @@ Test(tier, redis_stopped_puts_and_gets_do_not_wait, .init = start_two, .fini = s
 	cr_assert_geq(count_present(B, 0, 10000, "stopped"), 9900);
 }
 
-/* The syncer's process dies: a syncer of another process takes over. */
-Test(tier, syncer_killed_another_takes_over_and_replay_changes_nothing, .init = start_two,
-     .fini = stop_all, .timeout = 180)
+/* A child process that runs A's syncer, holds the lease and waits to be
+ * killed or stopped; returns once its tier is up. */
+static pid_t syncer_in_child(void)
 {
-	start_tier(B);
 	int go[2];
 	cr_assert_eq(pipe(go), 0);
 	pid_t child = fork();
@@ -339,6 +338,17 @@ Test(tier, syncer_killed_another_takes_over_and_replay_changes_nothing, .init = 
 	}
 	char ch;
 	cr_assert_eq(read(go[0], &ch, 1), 1);
+	close(go[0]);
+	close(go[1]);
+	return child;
+}
+
+/* The syncer's process dies: a syncer of another process takes over. */
+Test(tier, syncer_killed_another_takes_over_and_replay_changes_nothing, .init = start_two,
+     .fini = stop_all, .timeout = 180)
+{
+	start_tier(B);
+	pid_t child = syncer_in_child();
 	semcache_tier_stats st = tstat(A);
 	cr_assert_eq(st.syncer_pid, child);
 	/* ours waits for the lease */
@@ -565,27 +575,7 @@ Test(tier, hung_syncer_is_replaced_and_does_not_come_back, .init = start_two, .f
      .timeout = 180)
 {
 	start_tier(B);
-	int go[2];
-	cr_assert_eq(pipe(go), 0);
-	pid_t child = fork();
-	cr_assert_geq(child, 0);
-	if (child == 0) {
-		semcache *a = NULL;
-		if (semcache_open(pa, NULL, &a) != 0)
-			_exit(2);
-		semcache_tier_options o = topts(NULL);
-		if (semcache_tier_start(a, &o) != 0)
-			_exit(3);
-		while (tstat(a).state != SEMCACHE_TIER_UP)
-			tr_sleep_ms(5);
-		char ch = 1;
-		if (write(go[1], &ch, 1) != 1)
-			_exit(4);
-		for (;;)
-			pause();
-	}
-	char ch;
-	cr_assert_eq(read(go[0], &ch, 1), 1);
+	pid_t child = syncer_in_child();
 	cr_assert_eq(tstat(A).syncer_pid, child);
 	start_tier(A);
 	kill(child, SIGSTOP);
