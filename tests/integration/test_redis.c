@@ -522,7 +522,10 @@ Test(redis_refused, writes_to_a_replica_are_readonly, .init = start_primary_and_
 
 static pid_t fake_pid;
 
-static int fake_server(const char *answer, size_t len, bool close_after)
+/* Listen on a free loopback port and fork the fake server: the child
+ * accepts one connection and runs serve(c, arg) on it, then exits; dies
+ * with the test.  Returns the port. */
+static int fake_fork(void (*serve)(int c, const void *arg), const void *arg)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET };
 	socklen_t l = sizeof a;
@@ -538,21 +541,36 @@ static int fake_server(const char *answer, size_t len, bool close_after)
 	fake_pid = fork();
 	cr_assert_geq(fake_pid, 0);
 	if (fake_pid == 0) {
-		char buf[4096];
-		int c;
-
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		c = accept(fd, NULL, NULL);
-		/* answer the first read, then hang up or drain until the
-		 * client leaves */
-		if (c >= 0 && read(c, buf, sizeof buf) > 0 && len)
-			(void)!write(c, answer, len);
-		while (!close_after && c >= 0 && read(c, buf, sizeof buf) > 0)
-			;
+		serve(accept(fd, NULL, NULL), arg);
 		_exit(0);
 	}
 	close(fd);
 	return ntohs(a.sin_port);
+}
+
+struct canned {
+	const char *answer;
+	size_t len;
+	bool close_after;
+};
+
+/* answer the first read, then hang up or drain until the client leaves */
+static void serve_canned(int c, const void *arg)
+{
+	const struct canned *k = arg;
+	char buf[4096];
+
+	if (c >= 0 && read(c, buf, sizeof buf) > 0 && k->len)
+		(void)!write(c, k->answer, k->len);
+	while (!k->close_after && c >= 0 && read(c, buf, sizeof buf) > 0)
+		;
+}
+
+static int fake_server(const char *answer, size_t len, bool close_after)
+{
+	struct canned k = { answer, len, close_after };
+	return fake_fork(serve_canned, &k);
 }
 
 static void fake_stop(void)
@@ -607,36 +625,22 @@ Test(redis_garbage, protocol_garbage_is_classified_not_trusted, .fini = fake_sto
  * 20 ms without ever finishing it: each read() returns data, so a timeout
  * per system call (hiredis's SO_RCVTIMEO) would never fire.  Our deadline
  * is for the whole batch. */
+static void serve_trickle(int c, const void *arg)
+{
+	char buf[4096];
+
+	(void)arg;
+	if (c < 0 || read(c, buf, sizeof buf) <= 0 || write(c, "+PONG\r\n", 7) != 7 ||
+	    read(c, buf, sizeof buf) <= 0 || write(c, "$100000\r\n", 9) != 9)
+		_exit(1);
+	/* bounded: 100000 bytes at most, and the test kills us anyway */
+	for (int i = 0; i < 100000 && send(c, "x", 1, MSG_NOSIGNAL) == 1; i++)
+		tr_sleep_ms(20);
+}
+
 static int trickle_server(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t l = sizeof a;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	cr_assert_eq(listen(fd, 4), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-	fflush(NULL);
-	fake_pid = fork();
-	cr_assert_geq(fake_pid, 0);
-	if (fake_pid == 0) {
-		char buf[4096];
-		int c;
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		c = accept(fd, NULL, NULL);
-		if (c < 0 || read(c, buf, sizeof buf) <= 0 || write(c, "+PONG\r\n", 7) != 7 ||
-		    read(c, buf, sizeof buf) <= 0 || write(c, "$100000\r\n", 9) != 9)
-			_exit(1);
-		/* bounded: 100000 bytes at most, and the test kills us anyway */
-		for (int i = 0; i < 100000 && send(c, "x", 1, MSG_NOSIGNAL) == 1; i++)
-			tr_sleep_ms(20);
-		_exit(0);
-	}
-	close(fd);
-	return ntohs(a.sin_port);
+	return fake_fork(serve_trickle, NULL);
 }
 
 Test(redis_fail, deadline_is_total_against_a_trickling_server, .fini = fake_stop,
