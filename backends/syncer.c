@@ -933,6 +933,25 @@ static bool pause_ms(struct sc_tier_rt *rt, int64_t ms)
 	return !stop;
 }
 
+/* The idle holder's nap: until a writer pushes to the outbox (it wakes us
+ * through ob_wake, outbox.c), semcache_tier_stop() wakes us, or ms pass
+ * (the next import poll). */
+static void idle_wait(struct sc_tier_rt *rt, int64_t ms)
+{
+	struct sc_tier *t = T(rt);
+
+	atomic_store_explicit(&t->ob_sleep, 1, memory_order_relaxed);
+	uint32_t w = atomic_load_explicit(&t->ob_wake, memory_order_relaxed);
+	/* seq_cst: our flag before our look at the head; the writer's head
+	 * before its look at the flag (outbox.c) */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&t->ob_head, memory_order_relaxed) ==
+	            atomic_load_explicit(&t->ob_tail, memory_order_relaxed) &&
+	    !stopping(rt))
+		sc_futex_wait(&t->ob_wake, w, (long)ms * 1000000L);
+	atomic_store_explicit(&t->ob_sleep, 0, memory_order_relaxed);
+}
+
 static bool stopping(struct sc_tier_rt *rt)
 {
 	pthread_mutex_lock(&rt->mu);
@@ -991,7 +1010,7 @@ static void *run(void *arg)
 			continue;
 		}
 		if (!busy && rc == 0)
-			pause_ms(rt, SC_TIER_IDLE_MS);
+			idle_wait(rt, SC_TIER_IDLE_MS);
 	}
 	if (rt->holder)
 		lease_release(rt);
@@ -1236,6 +1255,10 @@ int semcache_tier_stop(semcache *c)
 	rt->stop = true;
 	pthread_cond_signal(&rt->cv);
 	pthread_mutex_unlock(&rt->mu);
+	/* and out of idle_wait (a spurious wake for nobody else: only the
+	 * holder sleeps there, and it re-checks) */
+	atomic_fetch_add_explicit(&c->hdr->tier.ob_wake, 1, memory_order_relaxed);
+	sc_futex_wake_all(&c->hdr->tier.ob_wake);
 	pthread_join(rt->th, NULL);
 	rt_free(rt);
 	return 0;

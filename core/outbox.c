@@ -69,6 +69,16 @@ static void enqueue(semcache *c, uint32_t op, uint32_t s)
 	atomic_store_explicit(&it->seq, head + 1, memory_order_release);
 	/* release: the complete item before the head that exposes it */
 	atomic_store_explicit(&t->ob_head, head + 1, memory_order_release);
+	/* Wake an idle holder, so export starts now and not at its next poll.
+	 * seq_cst on both sides (the holder: store ob_sleep, load ob_head):
+	 * either it sees our head or we see its flag.  A put pays the syscall
+	 * only when the holder is asleep, once per nap. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&t->ob_sleep, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&t->ob_sleep, 0, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&t->ob_wake, 1, memory_order_relaxed);
+		sc_futex_wake_all(&t->ob_wake);
+	}
 }
 
 void sc_outbox_put(semcache *c, uint32_t s)

@@ -125,7 +125,8 @@
 #include <stdint.h>
 
 #define SC_MAGIC          UINT64_C(0x3148434143534d53) /* "SMSCACH1" little-endian */
-#define SC_LAYOUT_VERSION 4u /* 3: sc_counters.deletes; 4: the second tier's block */
+#define SC_LAYOUT_VERSION 5u /* 3: sc_counters.deletes; 4: the second tier's block;
+                                * 5: the outbox wake word, keyed deletions */
 #define SC_HDR_SIZE       4096u
 #define SC_ALIGN          64u
 #define SC_NIL            UINT32_MAX /* end of a block chain / no block */
@@ -211,7 +212,10 @@ struct sc_tier {
 	_Atomic uint64_t stream_ms;          /* +456: importer position in the event stream */
 	_Atomic uint64_t stream_seq;         /* +464 */
 	_Atomic uint32_t stream_init;        /* +472: 1 once warmed up and positioned */
-	uint8_t pad5_[36];                   /* +476 */
+	_Atomic uint32_t ob_wake;            /* +476: futex word: writers bump it after a push
+	                                      *       while ob_sleep is set (the idle holder) */
+	_Atomic uint32_t ob_sleep;           /* +480: 1 while the holder sleeps on ob_wake */
+	uint8_t pad5_[28];                   /* +484 */
 };
 
 /* One outbox item: 64 bytes.  Written under wlock before `seq`. */

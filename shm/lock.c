@@ -55,15 +55,15 @@ static uint64_t my_word(const struct sc_seg *s)
 	return ((uint64_t)s->me_gen << 32) | ((uint64_t)s->me_idx + 1);
 }
 
-static void futex_wait(_Atomic uint32_t *w, uint32_t val, long ns)
+void sc_futex_wait(_Atomic uint32_t *w, uint32_t val, long ns)
 {
-	struct timespec ts = { 0, ns };
+	struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
 	/* Not FUTEX_PRIVATE: the word is in a MAP_SHARED file mapping, shared
 	 * with other processes. */
 	(void)syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, val, &ts, NULL, 0);
 }
 
-static void futex_wake_all(_Atomic uint32_t *w)
+void sc_futex_wake_all(_Atomic uint32_t *w)
 {
 	(void)syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
@@ -133,7 +133,7 @@ int sc_lock_take(struct sc_seg *s, bool try_only)
 		if (atomic_load_explicit(&h->wlock, memory_order_acquire) != v)
 			continue;
 		atomic_fetch_add_explicit(&h->wwaiters, 1, memory_order_seq_cst);
-		futex_wait(&h->wseq, seq, SC_LOCK_NAP_NS);
+		sc_futex_wait(&h->wseq, seq, SC_LOCK_NAP_NS);
 		atomic_fetch_sub_explicit(&h->wwaiters, 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&s->wmu);
@@ -152,6 +152,6 @@ void sc_lock_drop(struct sc_seg *s)
 	                                        memory_order_relaxed);
 	atomic_fetch_add_explicit(&h->wseq, 1, memory_order_seq_cst);
 	if (atomic_load_explicit(&h->wwaiters, memory_order_seq_cst))
-		futex_wake_all(&h->wseq);
+		sc_futex_wake_all(&h->wseq);
 	pthread_mutex_unlock(&s->wmu);
 }

@@ -23,4 +23,10 @@
 int sc_lock_take(struct sc_seg *s, bool try_only);
 void sc_lock_drop(struct sc_seg *s);
 
+/* A futex word in the shared mapping (not FUTEX_PRIVATE): sleep while *w
+ * == val, at most ns (spurious and early returns are the caller's to
+ * handle); wake every sleeper. */
+void sc_futex_wait(_Atomic uint32_t *w, uint32_t val, long ns);
+void sc_futex_wake_all(_Atomic uint32_t *w);
+
 #endif
