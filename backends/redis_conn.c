@@ -204,6 +204,11 @@ static int reply_class(const redisReply *r, unsigned expect)
 	return (expect & bit) ? 0 : -EPROTO;
 }
 
+int sc_redis_reply_class(const redisReply *r, unsigned expect)
+{
+	return reply_class(r, expect);
+}
+
 int sc_redis_check_array(const redisReply *r, unsigned elem_mask, size_t max)
 {
 	if (reply_class(r, SC_RT_ARRAY) || r->elements > max)

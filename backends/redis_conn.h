@@ -121,6 +121,11 @@ int sc_redis_command(sc_redis_conn *c, unsigned expect, redisReply **reply, int 
 /* Number of commands queued and not yet sent. */
 size_t sc_redis_pending(const sc_redis_conn *c);
 
+/* 0 when r is of a type in expect (SC_RT_* bits); an error reply's class
+ * (as sc_redis_classify_error); -EPROTO for any other type.  For replies
+ * nested in another (EXEC's array). */
+int sc_redis_reply_class(const redisReply *r, unsigned expect);
+
 /* An array reply of at most max elements, each of a type in elem_mask
  * (SC_RT_* bits).  0 or -EPROTO. */
 int sc_redis_check_array(const redisReply *r, unsigned elem_mask, size_t max);

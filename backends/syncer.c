@@ -84,6 +84,7 @@ struct sc_tier_rt {
 	bool ever_connected;
 
 	uint64_t mine;        /* our lease word */
+	uint64_t my_epoch;    /* the epoch our lease take made: our fencing token */
 	bool holder;
 	char origin[33];      /* hex of the segment's creation id */
 
@@ -96,6 +97,13 @@ struct sc_tier_rt {
 	int64_t rnext_try;
 	sc_buf rkentry, rkemb;
 	float *rrow;
+
+	/* fencing (see "Fencing") */
+	sc_buf kfence;        /* <prefix>llm_cache_fence:<origin> */
+	bool tx;              /* a MULTI is queued on conn, under WATCH of kfence */
+	unsigned *texp;       /* the queued commands' own reply types, for EXEC's array */
+	size_t tn, tcap;
+	char etext[SC_TIER_ERRLEN]; /* an error inside EXEC's array, for stat */
 
 	/* scratch */
 	sc_buf kentry, kemb, kindex, kstream, val, emb, payload;
@@ -167,7 +175,7 @@ static bool lease_try(struct sc_tier_rt *rt)
 	                                             memory_order_acq_rel, memory_order_acquire))
 		return false;
 	atomic_store_explicit(&t->heartbeat_ms, sc_mono_ms(), memory_order_relaxed);
-	atomic_fetch_add_explicit(&t->epoch, 1, memory_order_relaxed);
+	rt->my_epoch = atomic_fetch_add_explicit(&t->epoch, 1, memory_order_relaxed) + 1;
 	atomic_store_explicit(&t->holder_pid, (int32_t)c->seg.pid, memory_order_relaxed);
 	if (cur != 0)
 		count(&t->takeovers, 1);
@@ -198,9 +206,16 @@ static void lease_release(struct sc_tier_rt *rt)
 /* ------------------------------------------------------------------------
  * Failures
  * ---------------------------------------------------------------------- */
+/* The words of the last failure: an error inside EXEC's array (flush), or
+ * the connection's. */
+static const char *last_err(struct sc_tier_rt *rt)
+{
+	return rt->etext[0] ? rt->etext : sc_redis_last_error(rt->conn);
+}
+
 static void failed(struct sc_tier_rt *rt, int rc)
 {
-	set_error(rt, rc, sc_redis_last_error(rt->conn));
+	set_error(rt, rc, last_err(rt));
 	if (sc_redis_class_is_down(rc))
 		set_state(rt, SC_TIER_DEGRADED);
 	rt->next_try = sc_mono_ms() + sc_backoff_next(&rt->bo);
@@ -278,12 +293,193 @@ static int keys_for(struct sc_tier_rt *rt, const char *id)
 	return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Fencing
+ *
+ * The lease lives in the segment, but a holder that hung (SIGSTOP, a
+ * stalled VM) after reading a batch may wake after another process took
+ * the lease over and sent later items, a deletion say; its stale put
+ * would then bring the entry back in Redis.  So every batch that writes
+ * is one MULTI/EXEC under WATCH of a fence key, <prefix>llm_cache_fence:
+ * <origin>, which holds the epoch (the fencing token) of the newest
+ * holder that wrote:
+ *   WATCH fence; GET fence            one round trip, then
+ *   MULTI; [SET fence <ours>]; the batch; EXEC
+ * A holder that reads a newer epoch than its own stops being the holder
+ * (-ESTALE) and sends nothing; one whose token is overtaken between its
+ * WATCH and its EXEC gets a nil EXEC from Redis, so nothing of the batch
+ * is applied.  The token only ever grows: a holder writes its own only
+ * over an older one.  The key expires after a day of no takeover (one
+ * key per segment ever synced, not forever).
+ * ---------------------------------------------------------------------- */
+#define SC_FENCE_TTL_MS "86400000"
+
+/* Queue one command of the open transaction: Redis answers QUEUED now and
+ * the command's own reply in EXEC's array, checked against expect there. */
+static int q_raw(struct sc_tier_rt *rt, unsigned expect, int argc, const char **argv,
+                 const size_t *lens)
+{
+	if (rt->tn == rt->tcap) {
+		size_t cap = rt->tcap ? rt->tcap * 2 : 64;
+		unsigned *e = realloc(rt->texp, cap * sizeof *e);
+		if (!e)
+			return -ENOMEM;
+		rt->texp = e;
+		rt->tcap = cap;
+	}
+	int rc = sc_redis_append(rt->conn, SC_RT_STATUS, argc, argv, lens);
+	if (rc == 0)
+		rt->texp[rt->tn++] = expect;
+	return rc;
+}
+
+/* Send what is queued and drop the replies (the queue is empty after). */
+static void send_drop(struct sc_tier_rt *rt)
+{
+	size_t n = sc_redis_pending(rt->conn), got = 0;
+	redisReply **rep = calloc(n ? n : 1, sizeof *rep);
+	if (!rep) {
+		/* exec needs room for the replies; without it, forget the
+		 * connection (a reconnect empties everything) */
+		sc_redis_reconnect(rt->conn);
+		return;
+	}
+	(void)sc_redis_exec(rt->conn, rep, NULL, &got);
+	sc_redis_free_replies(rep, got);
+	free(rep);
+}
+
+static uint64_t parse_token(const redisReply *r)
+{
+	uint64_t v = 0;
+	if (!r || r->type != REDIS_REPLY_STRING || !r->str || r->len == 0 || r->len > 19)
+		return 0; /* absent or foreign: ours is written over it */
+	for (size_t i = 0; i < r->len; i++) {
+		if (r->str[i] < '0' || r->str[i] > '9')
+			return 0;
+		v = v * 10 + (uint64_t)(r->str[i] - '0');
+	}
+	return v;
+}
+
+/* WATCH and read the fence, then open the transaction.  0, -ESTALE when
+ * a newer holder fenced us out, or a failure class. */
+static int fence_begin(struct sc_tier_rt *rt)
+{
+	redisReply *rep[2] = { NULL, NULL };
+	size_t got = 0;
+	const char *w[2] = { "WATCH", rt->kfence.data };
+	const char *g[2] = { "GET", rt->kfence.data };
+	const char *m[1] = { "MULTI" };
+	int rc;
+
+	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, 2, w, NULL)) < 0 ||
+	    (rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g, NULL)) < 0) {
+		send_drop(rt);
+		return rc;
+	}
+	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	uint64_t f = rc == 0 ? parse_token(rep[1]) : 0;
+	sc_redis_free_replies(rep, got);
+	if (rc < 0)
+		return rc;
+	if (f > rt->my_epoch &&
+	    atomic_load_explicit(&T(rt)->epoch, memory_order_relaxed) != rt->my_epoch) {
+		const char *u[1] = { "UNWATCH" };
+		(void)sc_redis_command(rt->conn, SC_RT_STATUS, NULL, 1, u, NULL);
+		return -ESTALE;
+	}
+	/* (a token above ours while the segment says we are the newest is
+	 * nobody's: a foreign write; ours replaces it) */
+	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, 1, m, NULL)) < 0) {
+		send_drop(rt); /* nothing but MULTI may be queued: sent alone, EXEC never follows */
+		return rc;
+	}
+	rt->tx = true;
+	rt->tn = 0;
+	if (f != rt->my_epoch) {
+		char e[24];
+		snprintf(e, sizeof e, "%" PRIu64, rt->my_epoch);
+		const char *set[5] = { "SET", rt->kfence.data, e, "PX", SC_FENCE_TTL_MS };
+		rc = q_raw(rt, SC_RT_STATUS, 5, set, NULL);
+	}
+	return rc;
+}
+
+/* Queue a command that writes: the first one of a batch opens the fenced
+ * transaction. */
+static int q_append(struct sc_tier_rt *rt, unsigned expect, int argc, const char **argv,
+                    const size_t *lens)
+{
+	int rc;
+	if (!rt->tx && (rc = fence_begin(rt)) < 0)
+		return rc;
+	return q_raw(rt, expect, argc, argv, lens);
+}
+
+/* EXEC the open transaction.  0 when every command's reply is one it may
+ * return; -ESTALE when the fence moved (nothing was applied); the class
+ * of the first failure otherwise (its words in rt->etext when it came
+ * inside EXEC's array). */
+static int tx_commit(struct sc_tier_rt *rt)
+{
+	const char *x[1] = { "EXEC" };
+	size_t got = 0;
+	int rc;
+
+	rt->tx = false;
+	if ((rc = sc_redis_append(rt->conn, SC_RT_ARRAY | SC_RT_NIL, 1, x, NULL)) < 0) {
+		/* MULTI without EXEC must not be left open: DISCARD it */
+		const char *d[1] = { "DISCARD" };
+		if (sc_redis_append(rt->conn, SC_RT_STATUS, 1, d, NULL) < 0)
+			sc_redis_reconnect(rt->conn);
+		else
+			send_drop(rt);
+		return rc;
+	}
+	size_t n = sc_redis_pending(rt->conn);
+	redisReply **rep = calloc(n, sizeof *rep);
+	if (!rep) {
+		sc_redis_reconnect(rt->conn); /* the queue goes with it, MULTI unsent */
+		return -ENOMEM;
+	}
+	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	if (rc == 0) {
+		const redisReply *ex = rep[n - 1];
+		if (ex->type == REDIS_REPLY_NIL) {
+			bool ours = atomic_load_explicit(&T(rt)->epoch, memory_order_relaxed) ==
+			            rt->my_epoch;
+			rc = ours ? -EAGAIN : -ESTALE;
+			if (ours)
+				snprintf(rt->etext, sizeof rt->etext, "fence key %s changed under WATCH",
+				         rt->kfence.data);
+		} else if (ex->elements != rt->tn) {
+			rc = -EPROTO;
+			snprintf(rt->etext, sizeof rt->etext, "EXEC returned %zu replies for %zu",
+			         ex->elements, rt->tn);
+		} else {
+			for (size_t i = 0; i < rt->tn && rc == 0; i++) {
+				const redisReply *e = ex->element[i];
+				rc = sc_redis_reply_class(e, rt->texp[i]);
+				if (rc && e && e->type == REDIS_REPLY_ERROR && e->str)
+					snprintf(rt->etext, sizeof rt->etext, "%.*s",
+					         (int)(e->len < 120 ? e->len : 120), e->str);
+				else if (rc)
+					snprintf(rt->etext, sizeof rt->etext, "unexpected reply type in EXEC");
+			}
+		}
+	}
+	sc_redis_free_replies(rep, got);
+	free(rep);
+	return rc;
+}
+
 /* XADD <stream> MAXLEN ~ N * op <op> id <id> o <origin> */
 static int append_event(struct sc_tier_rt *rt, const char *op, const char *id)
 {
 	const char *argv[] = { "XADD", rt->kstream.data, "MAXLEN", "~", SC_TIER_STREAM_MAX, "*",
 	                       "op", op, "id", id, "o", rt->origin };
-	return sc_redis_append(rt->conn, SC_RT_STRING, 12, argv, NULL);
+	return q_append(rt, SC_RT_STRING, 12, argv, NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -384,17 +580,17 @@ static int queue_put(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32]
 	const char *set[5] = { "SET", rt->kentry.data, rt->val.data, "PX", ttl };
 	size_t setl[5] = { 3, rt->kentry.len, rt->val.len, 2, strlen(ttl) };
 	int n = exp == INT64_MAX ? 3 : 5;
-	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, n, set, setl)) < 0)
+	if ((rc = q_append(rt, SC_RT_STATUS, n, set, setl)) < 0)
 		return rc;
 	if (emb) {
 		const char *se[5] = { "SET", rt->kemb.data, rt->emb.data, "PX", sttl };
 		size_t sel[5] = { 3, rt->kemb.len, rt->emb.len, 2, strlen(sttl) };
-		if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, sn.sem == INT64_MAX ? 3 : 5, se,
+		if ((rc = q_append(rt, SC_RT_STATUS, sn.sem == INT64_MAX ? 3 : 5, se,
 		                          sel)) < 0)
 			return rc;
 	}
 	const char *sadd[3] = { "SADD", rt->kindex.data, id };
-	if ((rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 3, sadd, NULL)) < 0 ||
+	if ((rc = q_append(rt, SC_RT_INTEGER, 3, sadd, NULL)) < 0 ||
 	    (rc = append_event(rt, "P", id)) < 0)
 		return rc;
 	rt->dslot[rt->ndirty] = s;
@@ -410,15 +606,19 @@ static int queue_del(struct sc_tier_rt *rt, const char *id)
 		return rc;
 	const char *del[3] = { "DEL", rt->kentry.data, rt->kemb.data };
 	const char *srem[3] = { "SREM", rt->kindex.data, id };
-	if ((rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 3, del, NULL)) < 0 ||
-	    (rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 3, srem, NULL)) < 0)
+	if ((rc = q_append(rt, SC_RT_INTEGER, 3, del, NULL)) < 0 ||
+	    (rc = q_append(rt, SC_RT_INTEGER, 3, srem, NULL)) < 0)
 		return rc;
 	return append_event(rt, "D", id);
 }
 
-/* Send what is queued; every reply must be the expected one. */
+/* Send what is queued (a fenced transaction, or plain reads); every reply
+ * must be the expected one. */
 static int flush(struct sc_tier_rt *rt)
 {
+	rt->etext[0] = '\0';
+	if (rt->tx)
+		return tx_commit(rt);
 	size_t n = sc_redis_pending(rt->conn);
 	if (n == 0)
 		return 0;
@@ -436,8 +636,17 @@ static int flush(struct sc_tier_rt *rt)
  * (exec empties the queue whatever happens; its replies are dropped). */
 static void discard(struct sc_tier_rt *rt)
 {
+	if (rt->tx) {
+		/* MULTI and the batch were never sent: close them with DISCARD */
+		const char *d[1] = { "DISCARD" };
+		rt->tx = false;
+		if (sc_redis_append(rt->conn, SC_RT_STATUS, 1, d, NULL) < 0) {
+			sc_redis_reconnect(rt->conn);
+			return;
+		}
+	}
 	if (sc_redis_pending(rt->conn))
-		(void)flush(rt);
+		send_drop(rt);
 }
 
 /* Clear DIRTY on the slots just exported, where nothing changed since. */
@@ -514,12 +723,12 @@ static int export_batch(struct sc_tier_rt *rt)
 		if (rc < 0)
 			goto fail;
 	}
-	if ((rc = flush(rt)) < 0 && sc_redis_class_is_down(rc))
+	if ((rc = flush(rt)) < 0 && (sc_redis_class_is_down(rc) || rc == -ESTALE))
 		goto fail;
 	if (rc < 0) {
 		/* an error reply of another kind: one poisoned item must not stop
 		 * the outbox forever; said in stat, the batch is not retried */
-		set_error(rt, rc, sc_redis_last_error(rt->conn));
+		set_error(rt, rc, last_err(rt));
 	}
 	if (!atomic_compare_exchange_strong_explicit(&t->ob_tail, &tail, tail + n,
 	                                             memory_order_release, memory_order_relaxed)) {
@@ -538,6 +747,10 @@ static int export_batch(struct sc_tier_rt *rt)
 fail:
 	rt->ndirty = 0;
 	discard(rt);
+	if (rc == -ESTALE) {
+		rt->holder = false; /* a newer holder fenced us out: it has the outbox */
+		return 0;
+	}
 	failed(rt, rc);
 	return rc;
 }
@@ -550,10 +763,10 @@ fail:
 static int sweep_flush(struct sc_tier_rt *rt, uint64_t *n)
 {
 	int rc = flush(rt);
-	if (rc < 0 && sc_redis_class_is_down(rc))
+	if (rc < 0 && (sc_redis_class_is_down(rc) || rc == -ESTALE))
 		return rc;
 	if (rc < 0)
-		set_error(rt, rc, sc_redis_last_error(rt->conn));
+		set_error(rt, rc, last_err(rt));
 	clear_dirty(rt);
 	count(&T(rt)->swept, *n);
 	count(&T(rt)->exported, *n);
@@ -603,6 +816,10 @@ fail:
 	rt->ndirty = 0;
 	atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed);
 	discard(rt); /* the sweep runs again */
+	if (rc == -ESTALE) {
+		rt->holder = false;
+		return 0;
+	}
 	failed(rt, rc);
 	return rc;
 }
@@ -1003,7 +1220,7 @@ static void *run(void *arg)
 				/* Redis refuses this import only (say, a foreign value at
 				 * the events key: WRONGTYPE): export goes on, import
 				 * retries after a pause */
-				set_error(rt, rc, sc_redis_last_error(rt->conn));
+				set_error(rt, rc, last_err(rt));
 				rt->import_next = sc_mono_ms() + 1000;
 				pause_ms(rt, SC_TIER_IDLE_MS);
 			}
@@ -1120,6 +1337,8 @@ static void rt_free(struct sc_tier_rt *rt)
 	free(rt->kemb.data);
 	free(rt->kindex.data);
 	free(rt->kstream.data);
+	free(rt->kfence.data);
+	free(rt->texp);
 	free(rt->val.data);
 	free(rt->emb.data);
 	free(rt->payload.data);
@@ -1215,6 +1434,14 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 		goto fail;
 	}
 	rt->kstream.len = (size_t)sprintf(rt->kstream.data, "%sllm_cache_events", rt->prefix);
+	/* and the fence's: <prefix>llm_cache_fence:<origin> */
+	rt->kfence.data = malloc(strlen(rt->prefix) + 16 + SC_TIER_ORIGIN_LEN + 1);
+	if (!rt->kfence.data) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rt->kfence.len = (size_t)sprintf(rt->kfence.data, "%sllm_cache_fence:%s", rt->prefix,
+	                                 rt->origin);
 
 	pthread_mutex_lock(&c->tier_mu);
 	if (c->tier_rt) {

@@ -18,6 +18,7 @@
 
 #include "../common.h"
 #include "internal.h"
+#include "redis_codec.h"
 #include "redis_conn.h"
 #include "redis_fixture.h"
 
@@ -27,6 +28,18 @@
 static tr_server srv;
 static char pa[256], pb[256], pc[256];
 static semcache *A, *B, *C;
+/* children a test forked (a syncer, the relay): killed by stop_all even
+ * when an assertion ended the test early */
+static pid_t kids[4];
+
+static void kid_add(pid_t p)
+{
+	for (int i = 0; i < 4; i++)
+		if (kids[i] <= 0) {
+			kids[i] = p;
+			return;
+		}
+}
 
 static semcache *open_seg(char *path, const char *tag, uint32_t slots)
 {
@@ -71,6 +84,14 @@ static void start_two(void)
 
 static void stop_all(void)
 {
+	for (int i = 0; i < 4; i++) {
+		/* only a child not yet reaped (waitpid refuses anything else) */
+		if (kids[i] > 0 && waitpid(kids[i], NULL, WNOHANG) == 0) {
+			kill(kids[i], SIGKILL);
+			waitpid(kids[i], NULL, 0);
+		}
+		kids[i] = 0;
+	}
 	semcache_close(A);
 	semcache_close(B);
 	semcache_close(C);
@@ -227,7 +248,10 @@ Test(tier, redis_killed_mid_sync_loses_nothing_within_capacity, .init = start_tw
 	semcache_tier_stats st = tstat(A);
 	cr_assert(strcmp(st.last_error_class, "unreachable") == 0 ||
 	          strcmp(st.last_error_class, "timeout") == 0, "class %s", st.last_error_class);
-	/* the outage: 900 more puts (the ring takes 768 puts in all), and
+	/* what was still unacknowledged when it died (a put wakes the syncer,
+	 * so part of 100..199 may have gone out already) */
+	uint64_t depth0 = st.outbox_depth;
+	/* the outage: 800 more puts (the ring takes 768 puts in all), and
 	 * deletions of 0..19, which must not come back */
 	for (int i = 200; i < 1000; i++)
 		cr_assert_eq(put_i(A, i, "during"), 0);
@@ -243,7 +267,10 @@ Test(tier, redis_killed_mid_sync_loses_nothing_within_capacity, .init = start_tw
 	 * every put beyond the 768 PUT places was counted, deletions all got in */
 	cr_assert_eq(st.deletes_lost, 0);
 	cr_assert_eq(st.resync_needed, 0);
-	cr_assert_geq(st.dropped, 900 - 768);
+	/* nothing drains during the outage: every put beyond the PUT places
+	 * is a drop, counted exactly */
+	cr_assert_eq(st.dropped, depth0 + 800 > 768 ? depth0 + 800 - 768 : 0, "depth0 %llu",
+	             (unsigned long long)depth0);
 	cr_assert_eq(st.outbox_depth + st.dropped + st.exported, 1000 + 20 - st.deleted,
 	             "depth %llu dropped %llu exported %llu",
 	             (unsigned long long)st.outbox_depth, (unsigned long long)st.dropped,
@@ -313,19 +340,22 @@ Test(tier, redis_stopped_puts_and_gets_do_not_wait, .init = start_two, .fini = s
 	cr_assert_geq(count_present(B, 0, 10000, "stopped"), 9900);
 }
 
-/* A child process that runs A's syncer, holds the lease and waits to be
- * killed or stopped; returns once its tier is up. */
-static pid_t syncer_in_child(void)
+/* A child process that runs A's syncer (talking to Redis at port),
+ * holds the lease and waits to be killed or stopped; returns once its
+ * tier is up. */
+static pid_t syncer_in_child_at(int port)
 {
 	int go[2];
 	cr_assert_eq(pipe(go), 0);
 	pid_t child = fork();
 	cr_assert_geq(child, 0);
+	kid_add(child);
 	if (child == 0) {
 		semcache *a = NULL;
 		if (semcache_open(pa, NULL, &a) != 0)
 			_exit(2);
 		semcache_tier_options o = topts(NULL);
+		o.port = port;
 		if (semcache_tier_start(a, &o) != 0)
 			_exit(3);
 		while (tstat(a).state != SEMCACHE_TIER_UP)
@@ -341,6 +371,11 @@ static pid_t syncer_in_child(void)
 	close(go[0]);
 	close(go[1]);
 	return child;
+}
+
+static pid_t syncer_in_child(void)
+{
+	return syncer_in_child_at(srv.port);
 }
 
 /* The syncer's process dies: a syncer of another process takes over. */
@@ -594,4 +629,235 @@ Test(tier, hung_syncer_is_replaced_and_does_not_come_back, .init = start_two, .f
 	cr_assert_eq(tstat(A).syncer_pid, getpid());
 	kill(child, SIGKILL);
 	cr_assert_eq(waitpid(child, NULL, 0), child);
+}
+
+/* ------------------------------------------------------------------------
+ * Fencing.  A loopback TCP relay in a child process stands between a
+ * syncer and Redis.  Told 'A' (arm) on its control pipe, it holds back the
+ * first chunk a client sends that writes an entry key ("llm_cache:") and
+ * everything after it on that connection, and answers 'H'; told 'R', it
+ * lets the held bytes through and answers 'F' once Redis replied to them.
+ * So a batch can be caught on the wire, exactly as a holder hung in the
+ * middle of sending it, and delivered after another holder took over.
+ * ---------------------------------------------------------------------- */
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#define RELAY_MAX 8
+
+struct relay_pair {
+	int cl, sv;
+	char *held;
+	size_t nheld;
+	bool holding, released;
+};
+
+static void relay_loop(int lfd, int port, int ctl_in, int ctl_out)
+{
+	struct relay_pair p[RELAY_MAX];
+	int np = 0;
+	bool armed = false;
+
+	for (;;) {
+		struct pollfd f[2 + 2 * RELAY_MAX];
+		int nf = 0;
+		f[nf++] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+		f[nf++] = (struct pollfd){ .fd = ctl_in, .events = POLLIN };
+		for (int i = 0; i < np; i++) {
+			f[nf++] = (struct pollfd){ .fd = p[i].cl, .events = POLLIN };
+			f[nf++] = (struct pollfd){ .fd = p[i].sv, .events = POLLIN };
+		}
+		if (poll(f, (nfds_t)nf, 1000) < 0)
+			_exit(10);
+		if (f[1].revents) {
+			char cmd;
+			if (read(ctl_in, &cmd, 1) != 1)
+				_exit(0); /* the test went away */
+			if (cmd == 'A')
+				armed = true;
+			for (int i = 0; cmd == 'R' && i < np; i++) {
+				if (!p[i].holding)
+					continue;
+				if (p[i].nheld && write(p[i].sv, p[i].held, p[i].nheld) != (ssize_t)p[i].nheld)
+					_exit(11);
+				p[i].holding = false;
+				p[i].released = true;
+			}
+		}
+		if ((f[0].revents & POLLIN) && np < RELAY_MAX) {
+			int cl = accept(lfd, NULL, NULL);
+			struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+			a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			int sv = socket(AF_INET, SOCK_STREAM, 0);
+			if (cl < 0 || sv < 0 || connect(sv, (struct sockaddr *)&a, sizeof a) != 0)
+				_exit(12);
+			p[np++] = (struct relay_pair){ .cl = cl, .sv = sv };
+		}
+		for (int i = 0; i < np; i++) {
+			char buf[65536];
+			struct pollfd *fc = &f[2 + 2 * i], *fs = &f[3 + 2 * i];
+			bool closed = false;
+			if (fc->revents) {
+				ssize_t n = read(p[i].cl, buf, sizeof buf);
+				if (n <= 0) {
+					closed = true;
+				} else {
+					if (armed && !p[i].holding && !p[i].released &&
+					    memmem(buf, (size_t)n, "llm_cache:", 10)) {
+						armed = false;
+						p[i].holding = true;
+						if (write(ctl_out, "H", 1) != 1)
+							_exit(13);
+					}
+					if (p[i].holding) {
+						p[i].held = realloc(p[i].held, p[i].nheld + (size_t)n);
+						memcpy(p[i].held + p[i].nheld, buf, (size_t)n);
+						p[i].nheld += (size_t)n;
+					} else if (write(p[i].sv, buf, (size_t)n) != n) {
+						closed = true;
+					}
+				}
+			}
+			if (fs->revents) {
+				ssize_t n = read(p[i].sv, buf, sizeof buf);
+				if (n <= 0) {
+					closed = true;
+				} else {
+					if (p[i].released) {
+						p[i].released = false;
+						if (write(ctl_out, "F", 1) != 1)
+							_exit(14);
+					}
+					(void)!write(p[i].cl, buf, (size_t)n);
+				}
+			}
+			/* a client gone while its bytes are held: they still go
+			 * to Redis when released (the wire delivers what was sent) */
+			if (closed && !p[i].holding) {
+				close(p[i].cl);
+				close(p[i].sv);
+				free(p[i].held);
+				p[i--] = p[--np];
+			} else if (closed) {
+				shutdown(p[i].cl, SHUT_RDWR);
+			}
+		}
+	}
+}
+
+struct relay {
+	pid_t pid;
+	int port, to, from;
+};
+
+static struct relay relay_start(int target_port)
+{
+	int c2r[2], r2c[2];
+	struct relay r = { 0 };
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t l = sizeof a;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	cr_assert_eq(listen(lfd, 8), 0);
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &l), 0);
+	cr_assert_eq(pipe(c2r), 0);
+	cr_assert_eq(pipe(r2c), 0);
+	r.port = ntohs(a.sin_port);
+	r.pid = fork();
+	cr_assert_geq(r.pid, 0);
+	kid_add(r.pid);
+	if (r.pid == 0) {
+		close(c2r[1]);
+		close(r2c[0]);
+		relay_loop(lfd, target_port, c2r[0], r2c[1]);
+		_exit(0);
+	}
+	close(lfd);
+	close(c2r[0]);
+	close(r2c[1]);
+	r.to = c2r[1];
+	r.from = r2c[0];
+	return r;
+}
+
+static void relay_say(struct relay *r, char cmd)
+{
+	cr_assert_eq(write(r->to, &cmd, 1), 1);
+}
+
+static void relay_await(struct relay *r, char want)
+{
+	struct pollfd f = { .fd = r->from, .events = POLLIN };
+	char ch = 0;
+	cr_assert_eq(poll(&f, 1, WAIT_MS), 1, "relay never said %c", want);
+	cr_assert_eq(read(r->from, &ch, 1), 1);
+	cr_assert_eq(ch, want);
+}
+
+static void relay_stop(struct relay *r)
+{
+	close(r->to);
+	close(r->from);
+	kill(r->pid, SIGKILL);
+	waitpid(r->pid, NULL, 0);
+}
+
+static long long redis_exists(const char *key)
+{
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	redisReply *r = NULL;
+	const char *argv[2] = { "EXISTS", key };
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, &r, 2, argv, NULL), 0);
+	long long v = r->integer;
+	freeReplyObject(r);
+	sc_redis_close(rc);
+	return v;
+}
+
+/* A holder hangs with a put on the wire; another takes over, and the entry
+ * is deleted.  When the stale batch finally reaches Redis, the fence turns
+ * it away: the deleted entry does not come back, in Redis or on B. */
+Test(tier, a_stale_holders_batch_is_fenced_out, .init = start_two, .fini = stop_all,
+     .timeout = 180)
+{
+	struct relay rl = relay_start(srv.port);
+	char id[SC_RID_NATIVE_LEN + 1], key[160];
+	cr_assert_eq(sc_rid_native("ns", "key-1;", id), 0);
+	snprintf(key, sizeof key, "t:llm_cache:%s", id);
+
+	start_tier(B);
+	pid_t child = syncer_in_child_at(rl.port);
+	cr_assert_eq(tstat(A).syncer_pid, child);
+	start_tier(A); /* ours waits for the lease */
+
+	relay_say(&rl, 'A');
+	cr_assert_eq(put_i(A, 1, "stale"), 0);
+	relay_await(&rl, 'H'); /* the child's batch is on the wire, held */
+	kill(child, SIGSTOP);
+	AWAIT(tstat(A).syncer_pid == getpid(), "taken over from the hung syncer");
+	/* the new holder replays the put, then the deletion */
+	AWAIT(has_i(B, 1, "stale") == 1, "exported by the new holder");
+	cr_assert_eq(semcache_invalidate(A, "ns", "key-1;", NULL), 0);
+	AWAIT(tstat(A).outbox_depth == 0 && redis_exists(key) == 0, "deleted in Redis");
+	AWAIT(has_i(B, 1, "stale") == 0, "deleted on B");
+
+	/* the hung holder's batch arrives now */
+	relay_say(&rl, 'R');
+	relay_await(&rl, 'F');
+	kill(child, SIGCONT);
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(redis_exists(key), 0, "the stale put brought the entry back in Redis");
+		tr_sleep_ms(25);
+	}
+	cr_assert_eq(has_i(B, 1, "stale"), 0, "the stale put reached B");
+	cr_assert_eq(tstat(A).syncer_pid, getpid());
+	kill(child, SIGKILL);
+	cr_assert_eq(waitpid(child, NULL, 0), child);
+	relay_stop(&rl);
 }
