@@ -621,6 +621,31 @@ Test(redis_garbage, protocol_garbage_is_classified_not_trusted, .fini = fake_sto
 	}
 }
 
+/* A reply nested a million arrays deep, finished or not.  hiredis 0.14's
+ * reader refuses nesting past 7 levels; 1.x's grows its stack without a
+ * bound and builds the tree, which freeReplyObject() (recursive) would
+ * then free a million frames deep.  Either way: -EPROTO, no crash. */
+Test(redis_garbage, deeply_nested_reply_is_refused, .fini = fake_stop, .timeout = 60)
+{
+	const size_t levels = 1000000;
+	char *deep = malloc(levels * 4 + 4);
+
+	cr_assert_not_null(deep);
+	for (size_t i = 0; i < levels; i++)
+		memcpy(deep + 4 * i, "*1\r\n", 4);
+	memcpy(deep + 4 * levels, ":1\r\n", 4);
+	for (int finished = 0; finished < 2; finished++) {
+		sc_redis_conn *c = NULL;
+		int rc = connect_to_fake(deep, levels * 4 + (finished ? 4 : 0), false, &c);
+
+		cr_assert_eq(rc, -EPROTO, "finished %d: got %d (%s), %s", finished, rc,
+		             sc_redis_class_name(rc), sc_redis_last_error(c));
+		cr_assert_not(sc_redis_connected(c));
+		sc_redis_close(c);
+	}
+	free(deep);
+}
+
 /* A server that answers the handshake, then sends a reply one byte every
  * 20 ms without ever finishing it: each read() returns data, so a timeout
  * per system call (hiredis's SO_RCVTIMEO) would never fire.  Our deadline
