@@ -24,7 +24,8 @@
  * command may return; anything else, including the RESP3 types hiredis
  * 1.x can parse (DOUBLE, BOOL, MAP, SET, PUSH, ...) is -EPROTO, never
  * dereferenced as something it is not.  Reader errors (garbage bytes) are
- * -EPROTO and drop the connection.
+ * -EPROTO and drop the connection, and so is a reply nested deeper than
+ * 0.14's reader allows (1.x's has no bound of its own).
  */
 #include "redis_conn.h"
 
@@ -40,6 +41,12 @@
 
 #define DEFAULT_TIMEOUT_MS 1000u
 #define SC_REDIS_MAX_ELEMENTS (1u << 20)   /* largest array reply we accept */
+/* Deepest nesting of arrays in a reply: what hiredis 0.14's reader
+ * supports (an array at its ninth level is a protocol error there).  1.x's
+ * reader grows its stack without a bound and builds whatever tree the
+ * server describes; freeReplyObject() frees it recursively, so a reply
+ * nested a million deep (4 MB of "*1\r\n") would overflow the stack. */
+#define SC_REDIS_MAX_DEPTH 8
 
 struct sc_redis_conn {
 	redisContext *ctx;       /* NULL while disconnected */
@@ -209,6 +216,20 @@ int sc_redis_reply_class(const redisReply *r, unsigned expect)
 	return reply_class(r, expect);
 }
 
+/* True when r nests an array (or, in 1.x, any aggregate) more than
+ * levels deep below its top.  The recursion is bounded by levels. */
+static bool nests_deeper(const redisReply *r, int levels)
+{
+	if (!r || (r->type != REDIS_REPLY_ARRAY && !r->element))
+		return false; /* not an aggregate */
+	if (levels == 0)
+		return true;
+	for (size_t i = 0; r->element && i < r->elements; i++)
+		if (nests_deeper(r->element[i], levels - 1))
+			return true;
+	return false;
+}
+
 int sc_redis_check_array(const redisReply *r, unsigned elem_mask, size_t max)
 {
 	if (reply_class(r, SC_RT_ARRAY) || r->elements > max)
@@ -310,6 +331,22 @@ static int transfer(sc_redis_conn *c, uint64_t deadline, redisReply **replies, i
 		if (redisReaderGetReply(c->reader, &r) != REDIS_OK) {
 			set_err(c, "protocol", c->reader->errstr, strlen(c->reader->errstr));
 			rc = c->reader->err == REDIS_ERR_OOM ? -ENOMEM : -EPROTO;
+			break;
+		}
+		/* Nesting is checked as the reader goes (its task index is
+		 * the depth it is at) and on every finished reply, so what we
+		 * ever hold (and free) is at most one read's worth deeper than
+		 * the bound: a 16 KB read nests 4096 levels at most. */
+		if (r && nests_deeper(r, SC_REDIS_MAX_DEPTH)) {
+			replies[got] = r;
+			rcs[got++] = -EPROTO;
+			r = NULL;
+			rc = -EPROTO;
+		} else if (!r && c->reader->ridx > SC_REDIS_MAX_DEPTH) {
+			rc = -EPROTO;
+		}
+		if (rc) {
+			set_err(c, "protocol: reply nested too deep", NULL, 0);
 			break;
 		}
 		if (r) {

@@ -34,7 +34,8 @@
  * so a closed socket is an error value, not a SIGPIPE in the host process.
  *
  * Written to hiredis 0.14 (Debian 12) and kept compiling against 1.x by
- * HIREDIS_MAJOR checks in redis_conn.c.  hiredis only connects and parses
+ * HIREDIS_MAJOR checks in redis_conn.c (built and tested against 1.2.0 by
+ * hand: scripts/check-hiredis.sh).  hiredis only connects and parses
  * replies here; commands are formatted by redisFormatCommandArgv() into
  * our own buffer and written by us, so the deadline covers every byte.
  */

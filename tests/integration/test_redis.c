@@ -370,6 +370,48 @@ Test(redis_fail, nothing_listening_is_unreachable)
 	sc_redis_close(c);
 }
 
+/* A listener that never accepts, its queue full: the kernel drops further
+ * SYNs, so connect() itself hangs and hiredis's connect timeout has to
+ * fire.  Its error is a text we read (redis_conn.c's connect_class), so
+ * this is checked against each hiredis we build with. */
+Test(redis_fail, connect_that_hangs_is_a_timeout, .timeout = 60)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t l = sizeof a;
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fill[4];
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	cr_assert_eq(listen(lfd, 0), 0);
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &l), 0);
+	for (int i = 0; i < 4; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		cr_assert_geq(fill[i], 0);
+		(void)connect(fill[i], (struct sockaddr *)&a, sizeof a);
+	}
+	tr_sleep_ms(50);
+
+	const uint32_t deadline = 300;
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = ntohs(a.sin_port),
+	                        .connect_timeout_ms = deadline };
+	sc_redis_conn *c = NULL;
+	long long t0 = tr_now_ms(), took;
+	int rc = sc_redis_connect(&cfg, &c);
+
+	took = tr_now_ms() - t0;
+	cr_assert_eq(rc, -ETIMEDOUT, "got %d (%s), %s", rc, sc_redis_class_name(rc),
+	             sc_redis_last_error(c));
+	cr_assert_lt(took, 5 * deadline, "returned after %lld ms", took);
+	cr_assert(strncmp(sc_redis_last_error(c), "connect: ", 9) == 0,
+	          "hiredis's connect timed out, not our PING: %s", sc_redis_last_error(c));
+	cr_assert_not(sc_redis_connected(c));
+	sc_redis_close(c);
+	for (int i = 0; i < 4; i++)
+		close(fill[i]);
+	close(lfd);
+}
+
 /* ------------------------------------------------------------------------
  * Refusals
  * ---------------------------------------------------------------------- */
@@ -619,6 +661,31 @@ Test(redis_garbage, protocol_garbage_is_classified_not_trusted, .fini = fake_sto
 		cr_assert_not(sc_redis_connected(c));
 		sc_redis_close(c);
 	}
+}
+
+/* A reply nested a million arrays deep, finished or not.  hiredis 0.14's
+ * reader refuses nesting past 7 levels; 1.x's grows its stack without a
+ * bound and builds the tree, which freeReplyObject() (recursive) would
+ * then free a million frames deep.  Either way: -EPROTO, no crash. */
+Test(redis_garbage, deeply_nested_reply_is_refused, .fini = fake_stop, .timeout = 60)
+{
+	const size_t levels = 1000000;
+	char *deep = malloc(levels * 4 + 4);
+
+	cr_assert_not_null(deep);
+	for (size_t i = 0; i < levels; i++)
+		memcpy(deep + 4 * i, "*1\r\n", 4);
+	memcpy(deep + 4 * levels, ":1\r\n", 4);
+	for (int finished = 0; finished < 2; finished++) {
+		sc_redis_conn *c = NULL;
+		int rc = connect_to_fake(deep, levels * 4 + (finished ? 4 : 0), false, &c);
+
+		cr_assert_eq(rc, -EPROTO, "finished %d: got %d (%s), %s", finished, rc,
+		             sc_redis_class_name(rc), sc_redis_last_error(c));
+		cr_assert_not(sc_redis_connected(c));
+		sc_redis_close(c);
+	}
+	free(deep);
 }
 
 /* A server that answers the handshake, then sends a reply one byte every
