@@ -1165,7 +1165,8 @@ out:
  * memory is a direct-mapped table of SC_SEED_SEEN digests: it keeps a
  * value that failed validation from being fetched at every pass, and an
  * entry this segment evicted from coming back at once (a collision only
- * costs a fetch).  A member that is not a seed id counts as rejected.
+ * costs a fetch).  A member that is not a seed id counts as rejected
+ * (once per SC_SEED_SEEN_MS as well).
  * ---------------------------------------------------------------------- */
 static bool seen_lately(struct sc_tier_rt *rt, const uint8_t d[32], int64_t now, bool mark)
 {
@@ -1220,8 +1221,15 @@ static int scan_step(struct sc_tier_rt *rt)
 	for (size_t i = 0; i < mem->elements; i++) {
 		const redisReply *m = mem->element[i];
 		uint8_t d[32];
+
 		if (sc_rid_check(SC_RFMT_SEED, m->str, m->len) != 0) {
-			count(&t->import_rejected, 1);
+			/* remembered too (by a digest in a namespace no seed id
+			 * shares), so it is counted once, not at every pass */
+			if (sc_key_digest("\x01not-a-seed-id", m->str, d) == 0 &&
+			    !seen_lately(rt, d, now, false)) {
+				seen_lately(rt, d, now, true);
+				count(&t->import_rejected, 1);
+			}
 			continue;
 		}
 		if (seed_digest(rt, m->str, d) < 0 || sc_present_digest(rt->c, d) != 0 ||
