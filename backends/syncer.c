@@ -408,9 +408,12 @@ static int seed_value(struct sc_tier_rt *rt, uint32_t s, const struct snap *sn,
 		return seed_skip(rt, s, sn->seq);
 	memcpy(id, ids->key, ids->key_len);
 	id[ids->key_len] = '\0';
-	if ((rc = sc_codec_decode(rt->payload.data, rt->payload.len, &resp, NULL)) < 0 ||
-	    !(scope = strndup(ids->scope, ids->scope_len))) {
-		rc = rc == -ENOMEM || !scope ? -ENOMEM : 1;
+	if ((rc = sc_codec_decode(rt->payload.data, rt->payload.len, &resp, NULL)) < 0) {
+		rc = rc == -ENOMEM ? rc : 1;
+		goto out;
+	}
+	if (!(scope = strndup(ids->scope, ids->scope_len))) {
+		rc = -ENOMEM;
 		goto out;
 	}
 	rc = sc_rseed_encode(resp, scope, *emb ? rt->row : NULL, c->dim, sn->created, sn->hits,
