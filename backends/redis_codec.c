@@ -562,7 +562,7 @@ static int j_dump(const json_t *j, int digits, size_t max, sc_buf *out)
 	return 0;
 }
 
-int sc_rseed_encode(const semcache_response *r, const float *emb, uint32_t dim,
+int sc_rseed_encode(const semcache_response *r, const char *scope, const float *emb, uint32_t dim,
                     int64_t created_ms, uint64_t hit_count, size_t max, sc_buf *out)
 {
 	json_t *root = NULL, *resp = NULL, *usage = NULL, *tcs = NULL;
@@ -576,6 +576,8 @@ int sc_rseed_encode(const semcache_response *r, const float *emb, uint32_t dim,
 		return BAD;
 	if (emb && (rc = emb_check(emb, dim)))
 		return rc;
+	if (scope && strnlen(scope, SC_RSEED_SCOPE_MAX + 1) > SC_RSEED_SCOPE_MAX)
+		return -E2BIG;
 	root = json_object();
 	resp = json_object();
 	usage = json_object();
@@ -609,6 +611,8 @@ int sc_rseed_encode(const semcache_response *r, const float *emb, uint32_t dim,
 	j_set(root, "query_embedding", j_floats(emb, emb ? dim : 0), &rc);
 	j_set(root, "created_at", json_real((double)created_ms / 1000.0), &rc);
 	j_set(root, "hit_count", json_integer((json_int_t)hit_count), &rc);
+	if (scope)
+		j_str(root, "scope", scope, &rc);
 	if (!rc)
 		rc = j_dump(root, 17, max, out);
 out:
@@ -831,6 +835,18 @@ int sc_rseed_decode(const void *buf, size_t len, size_t max, uint32_t dim, sc_rs
 		out->hit_count = (uint64_t)json_integer_value(x);
 	}
 
+	/* semcache's scope (see the encoder); absent in a reference entry */
+	x = json_object_get(root, "scope");
+	if (x) {
+		if (!json_is_string(x) || json_string_length(x) > SC_RSEED_SCOPE_MAX ||
+		    memchr(json_string_value(x), 0, json_string_length(x)))
+			goto out;
+		if (!(out->scope = strdup(json_string_value(x)))) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+
 	x = json_object_get(root, "query_embedding");
 	if (!json_is_array(x))
 		goto out;
@@ -873,6 +889,7 @@ void sc_rseed_free(sc_rseed *s)
 	if (!s)
 		return;
 	semcache_response_free(s->response);
+	free(s->scope);
 	free(s->embedding);
 	memset(s, 0, sizeof *s);
 }

@@ -36,7 +36,8 @@
  *   entry = {"response": {"content", "model", "usage": {"prompt_tokens",
  *   "completion_tokens"}, "tool_calls": [{"id", "name", "arguments"}],
  *   "latency_ms"}, "query_embedding": [floats], "created_at": unix
- *   seconds (float), "hit_count": int}; embedding = a JSON list of floats.
+ *   seconds (float), "hit_count": int}, plus "scope": str when semcache
+ *   wrote it; embedding = a JSON list of floats.
  *
  * Every decoder rejects what it does not accept with a code, never a crash:
  * SEMCACHE_EBADRECORD (malformed, over a cap, trailing bytes), SEMCACHE_EDIM
@@ -136,8 +137,13 @@ int sc_remb_decode(const void *buf, size_t len, uint32_t dim, float *out);
 
 /* ---- seed-compatible JSON ------------------------------------------------ */
 
+#define SC_RSEED_SCOPE_MAX 4096u /* bytes of the "scope" field */
+
 typedef struct sc_rseed {
 	semcache_response *response; /* one block: semcache_response_free() */
+	char *scope;                 /* the "scope" field (malloc'd, NUL-terminated),
+	                              * or NULL when absent (a reference writer's
+	                              * entry: read it as "") */
 	float *embedding;            /* dim floats (malloc'd), or NULL when the
 	                              * entry had none ([]) or dim was 0 */
 	int64_t created_ms;
@@ -147,10 +153,13 @@ typedef struct sc_rseed {
 /*
  * Encode an entry.  emb may be NULL (written as []); finish_reason,
  * reasoning and metadata have no place in the schema and are not written.
- * created_ms >= 0.  -E2BIG beyond max bytes, SEMCACHE_EBADRECORD for a
+ * scope non-NULL is written as one extra top-level string field "scope"
+ * (at most SC_RSEED_SCOPE_MAX bytes, else -E2BIG), which the reference
+ * reader ignores as it ignores any unknown top-level field; NULL writes
+ * the reference schema alone.  created_ms >= 0.  -E2BIG beyond max bytes, SEMCACHE_EBADRECORD for a
  * response the core codec would refuse, SEMCACHE_EEMBEDDING, -EINVAL.
  */
-int sc_rseed_encode(const semcache_response *r, const float *emb, uint32_t dim,
+int sc_rseed_encode(const semcache_response *r, const char *scope, const float *emb, uint32_t dim,
                     int64_t created_ms, uint64_t hit_count, size_t max, sc_buf *out);
 
 /*
@@ -164,6 +173,9 @@ int sc_rseed_encode(const semcache_response *r, const float *emb, uint32_t dim,
  * Rejects duplicate keys, wrong types, counts over the core codec's caps,
  * token counts outside uint32, non-finite or out-of-range numbers,
  * created_at outside [0, 7258118400] (year 2200), strings with NUL.
+ * An optional top-level "scope" must be a string of at most
+ * SC_RSEED_SCOPE_MAX bytes (semcache's scope; see the encoder); other
+ * unknown top-level fields are ignored, as the reference reader does.
  * On failure *out is zeroed and owns nothing.
  */
 int sc_rseed_decode(const void *buf, size_t len, size_t max, uint32_t dim, sc_rseed *out);

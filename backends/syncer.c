@@ -66,6 +66,15 @@
 #define SC_TIER_STREAM_MAX "100000" /* events kept in the stream (approximately) */
 #define SC_TIER_IMPORT_MAX 256u /* events read per XREAD */
 #define SC_TIER_VALUE_SLACK (64u * 1024u) /* entry value beyond max_payload */
+/* Seed format: discovery through the index SET (see "Seed format" above). */
+#define SC_SEED_SCAN_COUNT "128"  /* SSCAN COUNT per loop */
+#define SC_SEED_SCAN_MAX   1024u  /* members accepted in one SSCAN reply */
+#define SC_SEED_PASS_MS    1000   /* a full pass of the SET starts at most this often */
+#define SC_SEED_SEEN       4096u  /* ids remembered as fetched by the scan */
+#define SC_SEED_SEEN_MS    60000  /* ... for this long */
+#define FETCH_N(rt) ((rt)->fmt == SC_RFMT_SEED ? 4u : 2u) /* replies per fetched entry */
+
+struct seen { uint64_t h; int64_t until; };
 
 struct sc_tier_rt {
 	semcache *c;
@@ -76,6 +85,11 @@ struct sc_tier_rt {
 
 	sc_redis_config cfg;
 	char *host, *unix_path, *username, *password, *prefix;
+	enum sc_rformat fmt;
+	char *seed_ns;        /* seed format: the namespace that is shared */
+	char scan_cursor[24]; /* seed format: SSCAN position in the index SET */
+	int64_t scan_next;    /* mono ms before which no new pass starts */
+	struct seen *seen;    /* seed format: ids the scan fetched lately */
 	uint32_t batch, warmup;
 	sc_redis_conn *conn;
 	sc_backoff bo;
@@ -284,11 +298,14 @@ static int unhex_id(const char *s, size_t n, uint8_t d[32])
 	return 0;
 }
 
-static int keys_for(struct sc_tier_rt *rt, const char *id)
+/* The entry and embedding key names of id (NUL-terminated, of the tier's
+ * format) into ke and km. */
+static int keys_into(struct sc_tier_rt *rt, const char *id, sc_buf *ke, sc_buf *km)
 {
+	size_t n = strlen(id);
 	int rc;
-	if ((rc = sc_rkey_build(rt->prefix, SC_RKEY_ENTRY, SC_RFMT_NATIVE, id, 64, &rt->kentry)) < 0 ||
-	    (rc = sc_rkey_build(rt->prefix, SC_RKEY_EMB, SC_RFMT_NATIVE, id, 64, &rt->kemb)) < 0)
+	if ((rc = sc_rkey_build(rt->prefix, SC_RKEY_ENTRY, rt->fmt, id, n, ke)) < 0 ||
+	    (rc = sc_rkey_build(rt->prefix, SC_RKEY_EMB, rt->fmt, id, n, km)) < 0)
 		return rc;
 	return 0;
 }
@@ -474,6 +491,25 @@ static int tx_commit(struct sc_tier_rt *rt)
 	return rc;
 }
 
+static int keys_for(struct sc_tier_rt *rt, const char *id)
+{
+	return keys_into(rt, id, &rt->kentry, &rt->kemb);
+}
+
+/* Seed format: the digest of (seed namespace, id), i.e. of the local entry
+ * that id names.  0 or a negative code. */
+static int seed_digest(struct sc_tier_rt *rt, const char *id, uint8_t d[32])
+{
+	return sc_key_digest(rt->seed_ns, id, d);
+}
+
+/* The largest seed entry value either side accepts: JSON may escape a
+ * payload byte into six, and carries the embedding as text. */
+static size_t seed_value_max(const semcache *c)
+{
+	return (size_t)c->max_payload * 6 + (size_t)c->dim * 48 + SC_TIER_VALUE_SLACK;
+}
+
 /* XADD <stream> MAXLEN ~ N * op <op> id <id> o <origin> */
 static int append_event(struct sc_tier_rt *rt, const char *op, const char *id)
 {
@@ -540,13 +576,76 @@ static int snap_slot(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32]
 	return 1;
 }
 
-/* Queue the commands exporting slot s's entry (id); 1 when there is
- * nothing to export (gone, expired, unreadable), 0 queued, < 0 failure. */
+/* Seed format: an entry that stays local (another namespace, a key that
+ * is no seed id) is counted, and its DIRTY flag goes with the batch's, so
+ * a sweep does not find it again. */
+static int seed_skip(struct sc_tier_rt *rt, uint32_t s, uint32_t seq)
+{
+	count(&T(rt)->seed_skipped, 1);
+	rt->dslot[rt->ndirty] = s;
+	rt->dseq[rt->ndirty] = seq;
+	rt->ndirty++;
+	return 1;
+}
+
+/* Seed format: the reference JSON of the snapshot (rt->payload, rt->row)
+ * into rt->val and rt->emb, its id (the key) into id[].  0, 1 when the
+ * entry stays local (counted) or cannot be written, or -ENOMEM. */
+static int seed_value(struct sc_tier_rt *rt, uint32_t s, const struct snap *sn,
+                      const sc_ids *ids, bool *emb, char id[SC_RID_SEED_MAX + 1])
+{
+	semcache *c = rt->c;
+	semcache_response *resp = NULL;
+	char *scope = NULL;
+	int rc;
+
+	if (ids->ns_len != strlen(rt->seed_ns) || memcmp(ids->ns, rt->seed_ns, ids->ns_len) != 0 ||
+	    sc_rid_check(SC_RFMT_SEED, ids->key, ids->key_len) != 0)
+		return seed_skip(rt, s, sn->seq);
+	memcpy(id, ids->key, ids->key_len);
+	id[ids->key_len] = '\0';
+	if ((rc = sc_codec_decode(rt->payload.data, rt->payload.len, &resp, NULL)) < 0) {
+		rc = rc == -ENOMEM ? rc : 1;
+		goto out;
+	}
+	if (!(scope = strndup(ids->scope, ids->scope_len))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = sc_rseed_encode(resp, scope, *emb ? rt->row : NULL, c->dim, sn->created, sn->hits,
+	                     seed_value_max(c), &rt->val);
+	if (rc == -E2BIG || rc == SEMCACHE_EBADRECORD || rc == -EINVAL) {
+		/* not representable in the schema (content that is not UTF-8,
+		 * an over-long scope): it stays local, said by the counter */
+		rc = seed_skip(rt, s, sn->seq);
+		goto out;
+	}
+	if (rc == SEMCACHE_EEMBEDDING) { /* a row we cannot write: no embedding */
+		*emb = false;
+		rc = sc_rseed_encode(resp, scope, NULL, c->dim, sn->created, sn->hits,
+		                     seed_value_max(c), &rt->val);
+	}
+	if (rc < 0) {
+		rc = rc == -ENOMEM ? rc : 1;
+		goto out;
+	}
+	if (*emb && sc_rseed_emb_encode(rt->row, c->dim, &rt->emb) < 0)
+		*emb = false;
+out:
+	free(scope);
+	semcache_response_free(resp);
+	return rc;
+}
+
+/* Queue the commands exporting slot s's entry (id: the native one; the
+ * seed format names it by its key instead); 1 when there is nothing to
+ * export (gone, expired, unreadable, kept local), 0 queued, < 0 failure. */
 static int queue_put(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32], const char *id)
 {
 	semcache *c = rt->c;
 	struct snap sn;
 	sc_ids ids;
+	char sid[SC_RID_SEED_MAX + 1];
 	int rc;
 
 	if (s >= c->slots || snap_slot(rt, s, digest, &sn))
@@ -558,19 +657,26 @@ static int queue_put(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32]
 		return 1;
 	if (sc_codec_peek_ids(rt->payload.data, rt->payload.len, &ids) < 0)
 		return 1;
-	sc_rentry e = {
-		.ns = ids.ns, .ns_len = ids.ns_len, .key = ids.key, .key_len = ids.key_len,
-		.scope = ids.scope, .scope_len = ids.scope_len,
-		.created_ms = sn.created, .exact_expiry_ms = sn.exact,
-		.semantic_expiry_ms = sn.sem < sn.created ? sn.created : sn.sem,
-		.hits = sn.hits, .payload = rt->payload.data, .payload_len = rt->payload.len,
-	};
-	if (e.exact_expiry_ms < e.created_ms)
-		e.exact_expiry_ms = e.created_ms;
-	if ((rc = sc_rnative_encode(&e, (size_t)c->max_payload + SC_TIER_VALUE_SLACK, &rt->val)) < 0)
-		return rc == -ENOMEM ? rc : 1;
-	if (emb && (rc = sc_remb_encode(rt->row, c->dim, &rt->emb)) < 0)
-		emb = false;
+	if (rt->fmt == SC_RFMT_SEED) {
+		if ((rc = seed_value(rt, s, &sn, &ids, &emb, sid)) != 0)
+			return rc;
+		id = sid;
+	} else {
+		sc_rentry e = {
+			.ns = ids.ns, .ns_len = ids.ns_len, .key = ids.key, .key_len = ids.key_len,
+			.scope = ids.scope, .scope_len = ids.scope_len,
+			.created_ms = sn.created, .exact_expiry_ms = sn.exact,
+			.semantic_expiry_ms = sn.sem < sn.created ? sn.created : sn.sem,
+			.hits = sn.hits, .payload = rt->payload.data, .payload_len = rt->payload.len,
+		};
+		if (e.exact_expiry_ms < e.created_ms)
+			e.exact_expiry_ms = e.created_ms;
+		if ((rc = sc_rnative_encode(&e, (size_t)c->max_payload + SC_TIER_VALUE_SLACK,
+		                            &rt->val)) < 0)
+			return rc == -ENOMEM ? rc : 1;
+		if (emb && (rc = sc_remb_encode(rt->row, c->dim, &rt->emb)) < 0)
+			emb = false;
+	}
 	if ((rc = keys_for(rt, id)) < 0)
 		return rc;
 
@@ -599,9 +705,33 @@ static int queue_put(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32]
 	return 0;
 }
 
-static int queue_del(struct sc_tier_rt *rt, const char *id)
+/* Queue a deletion of the item's entry (id: its native id).  The seed
+ * format names it by the key the item carries, and only when the entry
+ * was of the seed namespace (the item's digest is that of (seed
+ * namespace, key)); anything else stayed local and is counted.  1 when
+ * nothing is sent, 0 queued, < 0 failure. */
+static int queue_del(struct sc_tier_rt *rt, const uint8_t digest[32], const char *id,
+                     const struct sc_obitem *it)
 {
+	char sid[SC_RID_SEED_MAX + 1];
 	int rc;
+
+	if (rt->fmt == SC_RFMT_SEED) {
+		uint32_t kl = SC_GET(it->key_len);
+		uint8_t d[32];
+		if (kl == 0 || kl > SC_OB_KEY_MAX) {
+			count(&T(rt)->seed_skipped, 1);
+			return 1;
+		}
+		sc_seq_copy(sid, it->key, kl);
+		sid[kl] = '\0';
+		if (sc_rid_check(SC_RFMT_SEED, sid, kl) != 0 || seed_digest(rt, sid, d) < 0 ||
+		    memcmp(d, digest, 32) != 0) {
+			count(&T(rt)->seed_skipped, 1);
+			return 1;
+		}
+		id = sid;
+	}
 	if ((rc = keys_for(rt, id)) < 0)
 		return rc;
 	const char *del[3] = { "DEL", rt->kentry.data, rt->kemb.data };
@@ -714,7 +844,7 @@ static int export_batch(struct sc_tier_rt *rt)
 			if (rc == 0)
 				puts++;
 		} else if (op == SC_OB_DEL) {
-			rc = queue_del(rt, id);
+			rc = queue_del(rt, d, id, it);
 			if (rc == 0)
 				dels++;
 		} else {
@@ -859,8 +989,8 @@ int sc_tier_parse_stream_id(const redisReply *r, uint64_t *ms, uint64_t *seq)
 	return errno ? -1 : 0;
 }
 
-int sc_tier_parse_event(const char origin[SC_TIER_ORIGIN_LEN], const redisReply *e,
-                        struct sc_tier_event *ev)
+int sc_tier_parse_event(const char origin[SC_TIER_ORIGIN_LEN], enum sc_rformat fmt,
+                        const redisReply *e, struct sc_tier_event *ev)
 {
 	const redisReply *op = NULL, *id = NULL, *o = NULL;
 
@@ -884,11 +1014,12 @@ int sc_tier_parse_event(const char origin[SC_TIER_ORIGIN_LEN], const redisReply 
 	}
 	if (!op || !id || !o || op->len != 1 || (op->str[0] != 'P' && op->str[0] != 'D'))
 		return -1;
-	if (sc_rid_check(SC_RFMT_NATIVE, id->str, id->len) != 0)
+	if (sc_rid_check(fmt, id->str, id->len) != 0)
 		return -1;
 	ev->op = op->str[0];
-	memcpy(ev->id, id->str, 64);
-	ev->id[64] = '\0';
+	memcpy(ev->id, id->str, id->len);
+	ev->id[id->len] = '\0';
+	ev->id_len = id->len;
 	ev->own = o->len == SC_TIER_ORIGIN_LEN && !memcmp(o->str, origin, SC_TIER_ORIGIN_LEN);
 	return 0;
 }
@@ -907,31 +1038,141 @@ int sc_tier_xread_entries(const redisReply *r, size_t max, const redisReply **en
 	return 0;
 }
 
-/* Install one fetched entry (entry and embedding replies); row holds dim
- * floats of scratch.  With keep non-NULL, the decoded response is handed
- * over there when the entry was valid and live (installed or not). */
-static void install(struct sc_tier_rt *rt, const char *id, const redisReply *ve,
-                    const redisReply *vm, float *row, semcache_response **keep)
+/* Queue the reads of entry id on conn: GET of the entry and of its
+ * embedding and, in the seed format, whose JSON has no expiry, PTTL of
+ * both (FETCH_N(rt) replies in all).  ke, km: key name scratch. */
+static int queue_fetch(struct sc_tier_rt *rt, sc_redis_conn *conn, const char *id, sc_buf *ke,
+                       sc_buf *km)
+{
+	int rc;
+	if ((rc = keys_into(rt, id, ke, km)) < 0)
+		return rc;
+	const char *g1[2] = { "GET", ke->data }, *g2[2] = { "GET", km->data };
+	const char *t1[2] = { "PTTL", ke->data }, *t2[2] = { "PTTL", km->data };
+	if ((rc = sc_redis_append(conn, SC_RT_STRING | SC_RT_NIL, 2, g1, NULL)) < 0 ||
+	    (rc = sc_redis_append(conn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL)) < 0)
+		return rc;
+	if (rt->fmt == SC_RFMT_SEED &&
+	    ((rc = sc_redis_append(conn, SC_RT_INTEGER, 2, t1, NULL)) < 0 ||
+	     (rc = sc_redis_append(conn, SC_RT_INTEGER, 2, t2, NULL)) < 0))
+		return rc;
+	return 0;
+}
+
+/* An entry fetched from Redis and validated, ready for the import put. */
+struct fetched {
+	sc_rentry e;              /* identity (not NUL-terminated) and times */
+	semcache_response *resp;  /* owned */
+	bool has_emb;             /* row holds its embedding */
+	sc_rseed seed;            /* seed format: owns the scope */
+};
+
+/* Native format: rep = GET entry, GET embedding.  0 valid, 1 gone, -1
+ * rejected. */
+static int decode_native(struct sc_tier_rt *rt, const char *id, const redisReply *const *rep,
+                         float *row, struct fetched *f)
+{
+	semcache *c = rt->c;
+	const redisReply *ve = rep[0], *vm = rep[1];
+
+	if (!ve || ve->type == REDIS_REPLY_NIL)
+		return 1; /* expired or deleted since the event */
+	if (ve->type != REDIS_REPLY_STRING || ve->len > (size_t)c->max_payload + SC_TIER_VALUE_SLACK ||
+	    sc_rnative_decode(ve->str, ve->len, id, &f->e, &f->resp) < 0)
+		return -1;
+	if (c->dim && vm && vm->type == REDIS_REPLY_STRING) {
+		if (sc_remb_decode(vm->str, vm->len, c->dim, row) < 0)
+			return -1;
+		f->has_emb = true;
+	} else if (vm && vm->type != REDIS_REPLY_NIL && vm->type != REDIS_REPLY_STRING) {
+		return -1;
+	}
+	return 0;
+}
+
+/* now + ms, saturating */
+static int64_t after(int64_t t, int64_t ms)
+{
+	return ms > INT64_MAX - t ? INT64_MAX : t + ms;
+}
+
+/*
+ * Seed format: rep = GET entry, GET embedding, PTTL entry, PTTL embedding.
+ * The entry is (seed namespace, id) with the JSON's "scope" ("" when a
+ * reference writer left it out).  Expiry comes from the keys' TTLs: the
+ * exact one from the entry key's (the longer of the two on a semcache
+ * exporter, the only one a reference writer sets), the semantic one from
+ * the embedding key's (the entry's when only query_embedding is there); a
+ * key without TTL gets the segment's default TTL from created_at.
+ */
+static int decode_seed(struct sc_tier_rt *rt, const char *id, const redisReply *const *rep,
+                       float *row, struct fetched *f)
+{
+	semcache *c = rt->c;
+	const redisReply *ve = rep[0], *vm = rep[1], *te = rep[2], *tm = rep[3];
+
+	if (!ve || ve->type == REDIS_REPLY_NIL)
+		return 1;
+	if (ve->type != REDIS_REPLY_STRING || !te || te->type != REDIS_REPLY_INTEGER ||
+	    !tm || tm->type != REDIS_REPLY_INTEGER || te->integer < -2 || tm->integer < -2 ||
+	    sc_rseed_decode(ve->str, ve->len, seed_value_max(c), c->dim, &f->seed) < 0)
+		return -1;
+	if (te->integer == -2)
+		return 1; /* expired between the GET and the PTTL */
+	if (c->dim && vm && vm->type == REDIS_REPLY_STRING) {
+		if (sc_rseed_emb_decode(vm->str, vm->len, c->dim, row) < 0)
+			return -1;
+		f->has_emb = true;
+	} else if (vm && vm->type != REDIS_REPLY_NIL && vm->type != REDIS_REPLY_STRING) {
+		return -1;
+	} else if (f->seed.embedding) {
+		memcpy(row, f->seed.embedding, (size_t)c->dim * sizeof(float));
+		f->has_emb = true;
+	}
+	int64_t now = sc_now(c), created = f->seed.created_ms;
+	if (created > now)
+		created = now; /* another host's clock ahead: never newer than now */
+	int64_t exact = te->integer >= 0 ? after(now, te->integer) : after(created, c->exact_ttl_ms);
+	int64_t sem = exact;
+	if (vm && vm->type == REDIS_REPLY_STRING)
+		sem = tm->integer >= 0 ? after(now, tm->integer) : after(created, c->semantic_ttl_ms);
+	else if (te->integer < 0)
+		sem = after(created, c->semantic_ttl_ms);
+	const char *scope = f->seed.scope ? f->seed.scope : "";
+	f->e = (sc_rentry){
+		.ns = rt->seed_ns, .ns_len = strlen(rt->seed_ns), .key = id, .key_len = strlen(id),
+		.scope = scope, .scope_len = strlen(scope), .created_ms = created,
+		.exact_expiry_ms = exact < created ? created : exact,
+		.semantic_expiry_ms = sem < created ? created : sem,
+	};
+	f->resp = f->seed.response;
+	f->seed.response = NULL;
+	return 0;
+}
+
+/* Install one fetched entry (FETCH_N(rt) replies in rep, any of them NULL
+ * when never read); row holds dim floats of scratch.  With keep non-NULL,
+ * the decoded response is handed over there when the entry was valid and
+ * live (installed or not).  1 installed, 0 nothing to install (gone,
+ * expired, older than ours, no room), -1 rejected (counted). */
+static int install(struct sc_tier_rt *rt, const char *id, const redisReply *const *rep,
+                   float *row, semcache_response **keep)
 {
 	semcache *c = rt->c;
 	struct sc_tier *t = T(rt);
-	semcache_response *resp = NULL;
-	sc_rentry e;
+	struct fetched f;
 	char *ns = NULL, *key = NULL, *scope = NULL;
+	int res = 0;
 
-	if (!ve || ve->type == REDIS_REPLY_NIL)
-		return; /* expired or deleted since the event */
-	if (ve->type != REDIS_REPLY_STRING || ve->len > (size_t)c->max_payload + SC_TIER_VALUE_SLACK ||
-	    sc_rnative_decode(ve->str, ve->len, id, &e, &resp) < 0)
+	memset(&f, 0, sizeof f);
+	int d = rt->fmt == SC_RFMT_SEED ? decode_seed(rt, id, rep, row, &f)
+	                                : decode_native(rt, id, rep, row, &f);
+	if (d > 0)
+		goto out;
+	if (d < 0)
 		goto reject;
-	bool has_emb = false;
-	if (c->dim && vm && vm->type == REDIS_REPLY_STRING) {
-		if (sc_remb_decode(vm->str, vm->len, c->dim, row) < 0)
-			goto reject;
-		has_emb = true;
-	} else if (vm && vm->type != REDIS_REPLY_NIL && vm->type != REDIS_REPLY_STRING) {
-		goto reject;
-	}
+	sc_rentry e = f.e;
+	bool has_emb = f.has_emb;
 	int64_t now = sc_now(c);
 	if (e.exact_expiry_ms <= now && (!has_emb || e.semantic_expiry_ms <= now))
 		goto out;
@@ -941,28 +1182,33 @@ static void install(struct sc_tier_rt *rt, const char *id, const redisReply *ve,
 	if (!ns || !key || !scope)
 		goto out;
 	semcache_put_args a = {
-		.ns = ns, .key = key, .scope = scope, .response = resp,
+		.ns = ns, .key = key, .scope = scope, .response = f.resp,
 		.embedding = has_emb ? row : NULL, .embedding_dim = has_emb ? c->dim : 0,
 	};
 	sc_put_import imp = { .created_ms = e.created_ms, .exact_exp_ms = e.exact_expiry_ms,
 	                      .sem_exp_ms = has_emb ? e.semantic_expiry_ms : e.created_ms };
 	int rc = sc_put_import_entry(c, &a, &imp);
-	if (rc == 0 && !imp.skipped)
+	if (rc == 0 && !imp.skipped) {
 		count(&t->imported, 1);
-	else if (rc < 0 && rc != -ENOMEM && rc != SEMCACHE_EFULL && rc != SEMCACHE_EBUSY)
+		res = 1;
+	} else if (rc < 0 && rc != -ENOMEM && rc != SEMCACHE_EFULL && rc != SEMCACHE_EBUSY) {
 		goto reject;
+	}
 	if (keep && e.exact_expiry_ms > now) {
-		*keep = resp;
-		resp = NULL;
+		*keep = f.resp;
+		f.resp = NULL;
 	}
 	goto out;
 reject:
 	count(&t->import_rejected, 1);
+	res = -1;
 out:
 	free(ns);
 	free(key);
 	free(scope);
-	semcache_response_free(resp);
+	semcache_response_free(f.resp);
+	sc_rseed_free(&f.seed);
+	return res;
 }
 
 /* Apply events in order: fetch the PUTs' values in one pipeline, then
@@ -978,16 +1224,11 @@ static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		if (ev[i].own || ev[i].op != 'P')
 			continue;
-		if ((rc = keys_for(rt, ev[i].id)) < 0)
-			return rc;
-		const char *g1[2] = { "GET", rt->kentry.data };
-		const char *g2[2] = { "GET", rt->kemb.data };
-		if ((rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g1, NULL)) < 0 ||
-		    (rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL)) < 0) {
+		if ((rc = queue_fetch(rt, rt->conn, ev[i].id, &rt->kentry, &rt->kemb)) < 0) {
 			discard(rt);
 			goto out;
 		}
-		nq += 2;
+		nq += FETCH_N(rt);
 	}
 	if (nq) {
 		if (!(rep = calloc(nq, sizeof *rep))) {
@@ -1003,13 +1244,16 @@ static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (!ev[i].own && ev[i].op == 'P') {
-			const redisReply *ve = k < got ? rep[k] : NULL;
-			const redisReply *vm = k + 1 < got ? rep[k + 1] : NULL;
-			k += 2;
-			install(rt, ev[i].id, ve, vm, rt->row, NULL);
+			const redisReply *v[4] = { NULL, NULL, NULL, NULL };
+			for (size_t j = 0; j < FETCH_N(rt); j++)
+				v[j] = k + j < got ? rep[k + j] : NULL;
+			k += FETCH_N(rt);
+			install(rt, ev[i].id, v, rt->row, NULL);
 		} else if (!ev[i].own && ev[i].op == 'D') {
 			uint8_t d[32];
-			if (unhex_id(ev[i].id, 64, d) == 0 && sc_delete_digest(c, d) == 1)
+			int r = rt->fmt == SC_RFMT_SEED ? seed_digest(rt, ev[i].id, d)
+			                                : unhex_id(ev[i].id, 64, d);
+			if (r == 0 && sc_delete_digest(c, d) == 1)
 				count(&t->import_deleted, 1);
 		}
 		atomic_store_explicit(&t->stream_ms, ev[i].ms, memory_order_relaxed);
@@ -1030,7 +1274,7 @@ static size_t parse_entries(struct sc_tier_rt *rt, const redisReply *arr, struct
 	size_t n = 0;
 	for (size_t i = 0; i < arr->elements && n < cap; i++) {
 		const redisReply *e = arr->element[reverse ? arr->elements - 1 - i : i];
-		int r = sc_tier_parse_event(rt->origin, e, &ev[n]);
+		int r = sc_tier_parse_event(rt->origin, rt->fmt, e, &ev[n]);
 		if (r == 0)
 			n++;
 		else
@@ -1083,7 +1327,7 @@ out:
 }
 
 /* Read and apply what other hosts wrote since our position. */
-static int import_poll(struct sc_tier_rt *rt)
+static int import_events(struct sc_tier_rt *rt)
 {
 	struct sc_tier *t = T(rt);
 	char pos[48], cnt[16];
@@ -1125,6 +1369,138 @@ out:
 	free(ev);
 	freeReplyObject(r);
 	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Seed format: discovery through the index SET
+ *
+ * A reference service writes no events, so the stream alone would never
+ * bring its entries here.  The holder also walks <prefix>llm_cache_index
+ * with SSCAN, one call (COUNT SC_SEED_SCAN_COUNT) per loop, keeping the
+ * cursor across loops; a pass that reached the end starts again after
+ * SC_SEED_PASS_MS at the earliest.  A member that is a seed id, is not
+ * live here (digest of (seed namespace, id)) and was not fetched by the
+ * scan in the last SC_SEED_SEEN_MS is fetched and installed (GET + PTTL
+ * of entry and embedding, one pipeline per call).  The "fetched lately"
+ * memory is a direct-mapped table of SC_SEED_SEEN digests: it keeps a
+ * value that failed validation from being fetched at every pass, and an
+ * entry this segment evicted from coming back at once (a collision only
+ * costs a fetch).  A member that is not a seed id counts as rejected
+ * (once per SC_SEED_SEEN_MS as well).
+ * ---------------------------------------------------------------------- */
+static bool seen_lately(struct sc_tier_rt *rt, const uint8_t d[32], int64_t now, bool mark)
+{
+	uint64_t h;
+	memcpy(&h, d, sizeof h);
+	struct seen *e = &rt->seen[h % SC_SEED_SEEN];
+	if (mark) {
+		e->h = h;
+		e->until = now + SC_SEED_SEEN_MS;
+		return true;
+	}
+	return e->h == h && e->until > now;
+}
+
+/* One SSCAN step: > 0 entries installed, 0 none, < 0 a failure of the
+ * connection's kind (as import_events). */
+static int scan_step(struct sc_tier_rt *rt)
+{
+	struct sc_tier *t = T(rt);
+	redisReply *r = NULL, **rep = NULL;
+	const redisReply **ids = NULL;
+	size_t nq = 0, nids = 0, got = 0;
+	int64_t now = sc_mono_ms();
+	int rc, installed = 0;
+
+	if (!strcmp(rt->scan_cursor, "0") && now < rt->scan_next)
+		return 0;
+	const char *argv[5] = { "SSCAN", rt->kindex.data, rt->scan_cursor, "COUNT",
+	                        SC_SEED_SCAN_COUNT };
+	if ((rc = sc_redis_command(rt->conn, SC_RT_ARRAY, &r, 5, argv, NULL)) < 0)
+		return rc;
+	/* [cursor, [members...]] */
+	const redisReply *cur = r->elements == 2 ? r->element[0] : NULL;
+	const redisReply *mem = r->elements == 2 ? r->element[1] : NULL;
+	if (!is_str(cur) || cur->len == 0 || cur->len >= sizeof rt->scan_cursor ||
+	    strspn(cur->str, "0123456789") != cur->len ||
+	    sc_redis_check_array(mem, SC_RT_STRING, SC_SEED_SCAN_MAX) < 0) {
+		count(&t->import_rejected, 1);
+		strcpy(rt->scan_cursor, "0"); /* start over, after the pause */
+		rt->scan_next = now + SC_SEED_PASS_MS;
+		rc = 0;
+		goto out;
+	}
+	memcpy(rt->scan_cursor, cur->str, cur->len);
+	rt->scan_cursor[cur->len] = '\0';
+	if (!strcmp(rt->scan_cursor, "0"))
+		rt->scan_next = now + SC_SEED_PASS_MS;
+	if (mem->elements && !(ids = calloc(mem->elements, sizeof *ids))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < mem->elements; i++) {
+		const redisReply *m = mem->element[i];
+		uint8_t d[32];
+
+		if (sc_rid_check(SC_RFMT_SEED, m->str, m->len) != 0) {
+			/* remembered too (by a digest in a namespace no seed id
+			 * shares), so it is counted once, not at every pass */
+			if (sc_key_digest("\x01not-a-seed-id", m->str, d) == 0 &&
+			    !seen_lately(rt, d, now, false)) {
+				seen_lately(rt, d, now, true);
+				count(&t->import_rejected, 1);
+			}
+			continue;
+		}
+		if (seed_digest(rt, m->str, d) < 0 || sc_present_digest(rt->c, d) != 0 ||
+		    seen_lately(rt, d, now, false))
+			continue;
+		seen_lately(rt, d, now, true);
+		if ((rc = queue_fetch(rt, rt->conn, m->str, &rt->kentry, &rt->kemb)) < 0) {
+			discard(rt);
+			goto out;
+		}
+		ids[nids++] = m;
+		nq += FETCH_N(rt);
+	}
+	rc = 0;
+	if (!nq)
+		goto out;
+	if (!(rep = calloc(nq, sizeof *rep))) {
+		rc = -ENOMEM;
+		discard(rt);
+		goto out;
+	}
+	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	if (rc < 0 && sc_redis_class_is_down(rc))
+		goto out;
+	rc = 0; /* a bad reply type is a rejected value */
+	for (size_t i = 0; i < nids; i++) {
+		const redisReply *v[4] = { NULL, NULL, NULL, NULL };
+		for (size_t j = 0; j < 4; j++)
+			v[j] = 4 * i + j < got ? rep[4 * i + j] : NULL;
+		installed += install(rt, ids[i]->str, v, rt->row, NULL) > 0;
+	}
+	rc = installed;
+out:
+	if (rep)
+		sc_redis_free_replies(rep, got);
+	free(rep);
+	free(ids);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* What other hosts wrote: the event stream, and in the seed format a step
+ * of the index SET's scan.  > 0 work done, 0 none, < 0 failure. */
+static int import_poll(struct sc_tier_rt *rt)
+{
+	int rc = import_events(rt);
+	if (rc < 0 || rt->fmt != SC_RFMT_SEED ||
+	    !atomic_load_explicit(&T(rt)->stream_init, memory_order_relaxed))
+		return rc;
+	int rs = scan_step(rt);
+	return rs < 0 ? rs : rc + rs;
 }
 
 /* ------------------------------------------------------------------------
@@ -1237,12 +1613,12 @@ static void *run(void *arg)
 /* ------------------------------------------------------------------------
  * Read-through (application threads)
  * ---------------------------------------------------------------------- */
-static int read_through(struct sc_tier_rt *rt, const uint8_t digest[32], semcache_response **out)
+/* id: the entry's id in the tier's format (the native digest's hex, or
+ * the key in the seed format). */
+static int read_through(struct sc_tier_rt *rt, const char *id, semcache_response **out)
 {
-	semcache *c = rt->c;
-	redisReply *rep[2] = { NULL, NULL };
+	redisReply *rep[4] = { NULL, NULL, NULL, NULL };
 	size_t got = 0;
-	char id[65];
 	int rc;
 
 	if (atomic_load_explicit(&T(rt)->state, memory_order_relaxed) != SC_TIER_UP)
@@ -1256,19 +1632,11 @@ static int read_through(struct sc_tier_rt *rt, const uint8_t digest[32], semcach
 			return SEMCACHE_ENOTFOUND;
 		}
 	}
-	hex_id(digest, id);
-	if (sc_rkey_build(rt->prefix, SC_RKEY_ENTRY, SC_RFMT_NATIVE, id, 64, &rt->rkentry) < 0 ||
-	    sc_rkey_build(rt->prefix, SC_RKEY_EMB, SC_RFMT_NATIVE, id, 64, &rt->rkemb) < 0)
-		return SEMCACHE_ENOTFOUND;
-	const char *g1[2] = { "GET", rt->rkentry.data };
-	const char *g2[2] = { "GET", rt->rkemb.data };
-	if (sc_redis_append(rt->rconn, SC_RT_STRING | SC_RT_NIL, 2, g1, NULL) < 0 ||
-	    sc_redis_append(rt->rconn, SC_RT_STRING | SC_RT_NIL, 2, g2, NULL) < 0) {
-		rc = SEMCACHE_ENOTFOUND;
+	if (queue_fetch(rt, rt->rconn, id, &rt->rkentry, &rt->rkemb) < 0) {
 		size_t n = 0;
 		(void)sc_redis_exec(rt->rconn, rep, NULL, &n); /* empty the queue */
 		sc_redis_free_replies(rep, n);
-		return rc;
+		return SEMCACHE_ENOTFOUND;
 	}
 	rc = sc_redis_exec(rt->rconn, rep, NULL, &got);
 	if (rc < 0 && sc_redis_class_is_down(rc)) {
@@ -1278,9 +1646,11 @@ static int read_through(struct sc_tier_rt *rt, const uint8_t digest[32], semcach
 	}
 	sc_backoff_reset(&rt->rbo);
 	*out = NULL;
-	install(rt, id, got > 0 ? rep[0] : NULL, got > 1 ? rep[1] : NULL, rt->rrow, out);
+	const redisReply *v[4];
+	for (size_t j = 0; j < 4; j++)
+		v[j] = j < got ? rep[j] : NULL;
+	install(rt, id, v, rt->rrow, out);
 	sc_redis_free_replies(rep, got);
-	(void)c;
 	if (!*out)
 		return SEMCACHE_ENOTFOUND;
 	count(&T(rt)->read_through, 1);
@@ -1292,15 +1662,22 @@ int sc_tier_read_through(semcache *c, const char *ns, const char *key, const uin
 {
 	int rc = SEMCACHE_ENOTFOUND;
 
-	(void)ns;
-	(void)key;
 	/* never wait: a handle stopping its tier, or another thread's
 	 * read-through, makes this a plain miss */
 	if (pthread_mutex_trylock(&c->tier_mu) != 0)
 		return rc;
 	struct sc_tier_rt *rt = c->tier_rt;
 	if (rt && rt->read_through_ms && pthread_mutex_trylock(&rt->rt_mu) == 0) {
-		rc = read_through(rt, digest, out);
+		char id[65];
+		if (rt->fmt == SC_RFMT_NATIVE) {
+			hex_id(digest, id);
+			rc = read_through(rt, id, out);
+		} else if (!strcmp(ns, rt->seed_ns) &&
+		           sc_rid_check(SC_RFMT_SEED, key, strlen(key)) == 0) {
+			/* the seed format shares only its namespace's entries,
+			 * named by key */
+			rc = read_through(rt, key, out);
+		}
 		pthread_mutex_unlock(&rt->rt_mu);
 	}
 	pthread_mutex_unlock(&c->tier_mu);
@@ -1333,6 +1710,8 @@ static void rt_free(struct sc_tier_rt *rt)
 	free(rt->username);
 	free(rt->password);
 	free(rt->prefix);
+	free(rt->seed_ns);
+	free(rt->seen);
 	free(rt->kentry.data);
 	free(rt->kemb.data);
 	free(rt->kindex.data);
@@ -1374,9 +1753,7 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 		o = *opts;
 	else
 		semcache_tier_options_init(&o);
-	if (o.format == SEMCACHE_TIER_SEED)
-		return -ENOTSUP;
-	if (o.format != SEMCACHE_TIER_NATIVE || o.port < 0 || o.port > 65535 || o.db < 0 ||
+	if ((o.format != SEMCACHE_TIER_NATIVE && o.format != SEMCACHE_TIER_SEED) || o.port < 0 || o.port > 65535 || o.db < 0 ||
 	    o.batch > 1024 || sc_rprefix_check(o.prefix ? o.prefix : "") != 0)
 		return -EINVAL;
 	if (!c->seg.me)
@@ -1397,6 +1774,11 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 	rt->username = dup_or_null(o.username, &fail);
 	rt->password = dup_or_null(o.password, &fail);
 	rt->prefix = dup_or_null(o.prefix ? o.prefix : "", &fail);
+	rt->fmt = o.format == SEMCACHE_TIER_SEED ? SC_RFMT_SEED : SC_RFMT_NATIVE;
+	rt->seed_ns = dup_or_null(o.seed_namespace ? o.seed_namespace : "", &fail);
+	strcpy(rt->scan_cursor, "0");
+	if (rt->fmt == SC_RFMT_SEED && !(rt->seen = calloc(SC_SEED_SEEN, sizeof *rt->seen)))
+		fail = true;
 	rt->batch = o.batch ? o.batch : 256;
 	rt->warmup = o.warmup ? o.warmup : 1000;
 	if (rt->warmup > 100000)
@@ -1551,6 +1933,7 @@ int semcache_tier_stat(semcache *c, semcache_tier_stats *st)
 	st->takeovers = atomic_load_explicit(&t->takeovers, memory_order_relaxed);
 	st->swept = atomic_load_explicit(&t->swept, memory_order_relaxed);
 	st->read_through = atomic_load_explicit(&t->read_through, memory_order_relaxed);
+	st->seed_skipped = atomic_load_explicit(&t->seed_skipped, memory_order_relaxed);
 	st->dropped = atomic_load_explicit(&t->dropped, memory_order_relaxed);
 	st->deletes_lost = atomic_load_explicit(&t->del_overflow, memory_order_relaxed);
 	st->resync_needed = atomic_load_explicit(&t->resync, memory_order_relaxed) != 0;

@@ -544,6 +544,35 @@ static int lookup(semcache *c, const sc_hkey *hk, slot_try_fn try_slot, void *ar
 	return READ_EMPTY;
 }
 
+/* sc_present_digest's callback: arg is {digest, now}. */
+struct present {
+	struct tls_scratch *t;
+	const uint8_t *digest;
+	int64_t now;
+};
+
+static int present_try_slot(semcache *c, uint32_t s, void *arg)
+{
+	struct present *p = arg;
+	struct slot_view v;
+	int r = read_slot(c, p->t, s, p->digest, NULL, &v);
+	if (r != READ_OK)
+		return r;
+	return view_dead(&v, p->now) ? READ_STOP : READ_OK;
+}
+
+int sc_present_digest(semcache *c, const uint8_t digest[32])
+{
+	struct present p = { .t = scratch(), .digest = digest, .now = sc_now(c) };
+	sc_hkey hk;
+
+	if (!p.t)
+		return -ENOMEM;
+	sc_hkey_make(c, digest, &hk);
+	int rc = lookup(c, &hk, present_try_slot, &p);
+	return rc < 0 ? rc : rc == READ_OK;
+}
+
 /* What a lookup callback needs, and what it found (out or ref). */
 struct find {
 	struct tls_scratch *t;
@@ -1135,6 +1164,27 @@ int semcache_delete(semcache *c, const char *ns, const char *key)
 	}
 	sc_wunlock(c);
 	return rc;
+}
+
+/* Under wlock: copy the key string of the entry slot s holds into out
+ * (cap bytes, not NUL-terminated), read from its record in the arena.  The
+ * key's length, or -1 when the record is unreadable, over-long for cap, or
+ * memory is short (the outbox then carries no key: see outbox.c). */
+int sc_slot_key(semcache *c, uint32_t s, char *out, size_t cap)
+{
+	struct tls_scratch *t = scratch();
+	struct sc_slot *sl = &c->slot[s];
+	sc_ids ids;
+	uint32_t len = __atomic_load_n(&sl->len, __ATOMIC_RELAXED);
+	uint32_t head = __atomic_load_n(&sl->head, __ATOMIC_RELAXED);
+	uint32_t nb = __atomic_load_n(&sl->nblocks, __ATOMIC_RELAXED);
+
+	if (!t || len == 0 || len > c->max_payload || !grow((void **)&t->rbuf, &t->rcap, len) ||
+	    sc_arena_read(c, head, nb, t->rbuf, len) < 0 ||
+	    sc_codec_peek_ids(t->rbuf, len, &ids) < 0 || ids.key_len > cap)
+		return -1;
+	memcpy(out, ids.key, ids.key_len);
+	return (int)ids.key_len;
 }
 
 /* ------------------------------------------------------------------------

@@ -208,6 +208,12 @@ int sc_put_import_entry(semcache *c, const semcache_put_args *a, sc_put_import *
  * resync. */
 void sc_outbox_put(semcache *c, uint32_t s);
 void sc_outbox_del(semcache *c, uint32_t s);
+/* core/cache.c, under wlock: the key string of slot s's entry into out[cap]
+ * (no NUL); its length, or -1 (unreadable record, longer than cap). */
+int sc_slot_key(semcache *c, uint32_t s, char *out, size_t cap);
+/* core/cache.c, lock-free: 1 when an entry of this digest is live (its
+ * semantic or exact TTL not passed), 0 when not, or a negative code. */
+int sc_present_digest(semcache *c, const uint8_t digest[32]);
 /* Remove the local entry with this digest (an import of another host's
  * deletion): no outbox item.  Takes the writer lock.  1 removed, 0 absent,
  * or a negative code. */

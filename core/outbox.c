@@ -13,6 +13,11 @@
  * slot is gone), so the last quarter of the ring is kept for deletions;
  * a deletion that finds even that full is counted and marks `resync`,
  * which `semcache stat` reports.
+ *
+ * A deletion item carries the entry's key string as well as its digest
+ * (up to SC_OB_KEY_MAX bytes; longer keys, which are no seed id, or an
+ * unreadable record leave it empty): the seed format names entries in
+ * Redis by key, and once the slot is cleared nothing else remembers it.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -64,6 +69,10 @@ static void enqueue(semcache *c, uint32_t op, uint32_t s)
 	SC_SET(it->slot_seq, atomic_load_explicit(&sl->seq, memory_order_relaxed));
 	SC_SET(it->enq_ms, sc_now(c));
 	sc_seq_copy(it->digest, sl->digest, 32);
+	/* A deletion names its key too, read while the slot still holds the
+	 * entry (the caller clears it next): the seed format's ids are keys. */
+	int kl = op == SC_OB_DEL ? sc_slot_key(c, s, it->key, SC_OB_KEY_MAX) : -1;
+	SC_SET(it->key_len, kl > 0 ? (uint32_t)kl : 0u);
 	/* release: the item's fields before its sequence, which the syncer
 	 * loads (acquire) before reading them */
 	atomic_store_explicit(&it->seq, head + 1, memory_order_release);

@@ -536,6 +536,25 @@ SEMCACHE_API int semcache_verify(semcache *c, char *report, size_t report_len);
  * TTL), <prefix>llm_cache_index (SET of ids), <prefix>llm_cache_events (a
  * stream of "op id origin" events other hosts import from); id = hex
  * SHA-256 digest of (ns, key).
+ *
+ * The seed format (SEMCACHE_TIER_SEED) shares one Redis with services still
+ * on the reference Python cache: the same keys hold the reference JSON
+ * ({"response", "query_embedding", "created_at", "hit_count"} plus
+ * "scope", semcache's scope, which the reference reader ignores; the
+ * embedding key a JSON list of floats), and the id is the key string.
+ * Only entries of seed_namespace whose key is 1..256 bytes of 0x21..0x7e
+ * are exported (deletions too); others stay local, counted in
+ * semcache_tier_stats.seed_skipped.  Entries are imported from events of
+ * other semcache hosts and, since a reference service writes no events,
+ * by walking the index SET (SSCAN, a bounded step per loop, a full pass
+ * at most every second); an entry read back gets its expiry from the
+ * keys' TTLs (a key without one: the segment's default TTLs from
+ * created_at) and scope "" when the JSON has none.  Limits: a deletion
+ * or a replacement made by a reference service is not seen while the
+ * entry lives here (until it expires or is evicted); the exact TTL read
+ * back is the entry key's, i.e. the longer of the exporter's two TTLs.
+ * All hosts that share a prefix must use one format: a native host and a
+ * seed host on one prefix reject each other's events and values.
  * ---------------------------------------------------------------------- */
 typedef struct semcache_tier_options {
 	const char *host;        /* Redis host (IP literal or name); NULL = "127.0.0.1" */
@@ -545,8 +564,9 @@ typedef struct semcache_tier_options {
 	const char *password;    /* AUTH password, or NULL */
 	int db;                  /* SELECT db when > 0 */
 	const char *prefix;      /* key prefix, at most 64 bytes of 0x21..0x7e; NULL = "" */
-	int format;              /* SEMCACHE_TIER_NATIVE (the seed JSON format is not
-	                          * wired into the syncer yet: -ENOTSUP) */
+	int format;              /* SEMCACHE_TIER_NATIVE (default) or SEMCACHE_TIER_SEED
+	                          * (the reference design's JSON, see above); one
+	                          * format per prefix across all hosts */
 	uint32_t connect_timeout_ms; /* connect + AUTH + PING deadline; 0 = 1000 */
 	uint32_t command_timeout_ms; /* each pipelined batch's deadline; 0 = 1000 */
 	uint32_t batch;          /* outbox items per batch, 1..1024; 0 = 256 */
@@ -558,6 +578,10 @@ typedef struct semcache_tier_options {
 	                           * per handle (a concurrent miss does not wait: it
 	                           * stays a miss); a hit there is installed locally.
 	                           * 0 = off (default) */
+	const char *seed_namespace; /* SEMCACHE_TIER_SEED: the namespace shared with
+	                             * the reference service (its ids are this
+	                             * namespace's keys); NULL = "" (the empty
+	                             * namespace).  Ignored by the native format. */
 } semcache_tier_options;
 
 #define SEMCACHE_TIER_NATIVE 0
@@ -572,8 +596,8 @@ SEMCACHE_API void semcache_tier_options_init(semcache_tier_options *o);
  * lease when it can and connects.  From this call on, writers of the
  * segment enqueue for the tier (every process, even after the syncer
  * stops), and entries already in the segment are exported by a sweep.
- * Errors: -EINVAL (bad options), -EALREADY (this handle runs one),
- * -ENOTSUP (format), SEMCACHE_EPROCFULL (no process record), -ENOMEM,
+ * Errors: -EINVAL (bad options, an unknown format), -EALREADY (this handle
+ * runs one), SEMCACHE_EPROCFULL (no process record), -ENOMEM,
  * -errno from pthread_create.  Call from any thread but not concurrently
  * with semcache_close(c).
  */
@@ -612,6 +636,8 @@ typedef struct semcache_tier_stats {
 	uint64_t dropped;          /* PUT items dropped on a full outbox (re-exported by a sweep) */
 	uint64_t deletes_lost;     /* deletions that found the outbox full */
 	int resync_needed;         /* deletes_lost > 0: Redis may hold deleted entries */
+	uint64_t seed_skipped;     /* seed format: entries and deletions kept local
+	                            * (another namespace, a key that is no seed id) */
 } semcache_tier_stats;
 
 /* The tier's state as the segment records it.  Lock-free, never waits. */

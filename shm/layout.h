@@ -27,7 +27,7 @@
  *   off_qscale        int8 row scales: slots x float32
  *   off_next          block chain links: nblocks x u32
  *   off_lnext         limbo links, one per block, used at chain heads: nblocks x u32
- *   off_outbox        second-tier outbox ring: outbox_cap x struct sc_obitem (64 B)
+ *   off_outbox        second-tier outbox ring: outbox_cap x struct sc_obitem (320 B)
  *   off_arena         payload blocks: nblocks x block_size bytes
  *   file_size         end
  *
@@ -204,7 +204,10 @@ struct sc_tier {
 	_Atomic uint32_t resync;             /* +336: a deletion was lost (writers set; never cleared) */
 	_Atomic uint32_t sweep_wanted;       /* +340: writers set after a drop; the holder clears */
 	_Atomic uint64_t read_through;       /* +344: misses answered from Redis (any process) */
-	uint8_t pad3_[32];                   /* +352 */
+	_Atomic uint64_t seed_skipped;       /* +352: seed format: entries and deletions kept
+	                                      *       local (other namespace, key not a seed
+	                                      *       id) (holder) */
+	uint8_t pad3_[24];                   /* +360 */
 	/* outbox control: head line 1024..1087, tail line 1088..1151 */
 	alignas(64) _Atomic uint64_t ob_head;   /* +384: next position; writers under wlock */
 	uint8_t pad4_[56];
@@ -218,15 +221,21 @@ struct sc_tier {
 	uint8_t pad5_[28];                   /* +484 */
 };
 
-/* One outbox item: 64 bytes.  Written under wlock before `seq`. */
+/* One outbox item: 320 bytes (five lines).  Written under wlock before `seq`.
+ * A deletion also carries the entry's key string (the seed format names
+ * entries by key, and the slot is cleared right after the item is
+ * written); a PUT reads its slot at export time and leaves key empty. */
+#define SC_OB_KEY_MAX 256u /* = SC_RID_SEED_MAX: longer keys are no seed id */
 struct sc_obitem {
 	_Atomic uint64_t seq;   /*  0: ring position + 1 once complete (release) */
 	uint32_t op;            /*  8: SC_OB_* */
 	uint32_t slot;          /* 12: the slot at enqueue time */
 	uint32_t slot_seq;      /* 16: its (even) sequence word after the put */
-	uint32_t pad_;          /* 20 */
+	uint32_t key_len;       /* 20: DEL: bytes of key; 0 = not captured (PUT, a
+	                         *     key over SC_OB_KEY_MAX, an unreadable record) */
 	int64_t enq_ms;         /* 24: wall ms */
 	uint8_t digest[32];     /* 32: the entry's key digest (its native id) */
+	char key[SC_OB_KEY_MAX]; /* 64: DEL: the key string (not NUL-terminated) */
 };
 
 struct sc_header {
@@ -401,7 +410,9 @@ _Static_assert(offsetof(struct sc_tier, err_text) == 112, "layout");
 _Static_assert(offsetof(struct sc_tier, exported) == 256, "layout");
 _Static_assert(offsetof(struct sc_tier, ob_head) == 384, "layout");
 _Static_assert(offsetof(struct sc_tier, ob_tail) == 448, "layout");
-_Static_assert(sizeof(struct sc_obitem) == 64, "layout");
+_Static_assert(sizeof(struct sc_obitem) == 320, "layout");
+_Static_assert(offsetof(struct sc_obitem, key) == 64, "layout");
+_Static_assert(offsetof(struct sc_tier, seed_skipped) == 352, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "layout");
 
 /*
@@ -421,6 +432,7 @@ static inline uint64_t sc_layout_signature(void)
 		offsetof(struct sc_header, off_outbox), offsetof(struct sc_header, tier),
 		sizeof(struct sc_tier), offsetof(struct sc_tier, ob_head),
 		offsetof(struct sc_tier, ob_tail), sizeof(struct sc_obitem), SC_TIER_ERRLEN,
+		offsetof(struct sc_obitem, key), SC_OB_KEY_MAX, offsetof(struct sc_tier, seed_skipped),
 	};
 	uint64_t h = UINT64_C(1469598103934665603);
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {

@@ -1245,6 +1245,8 @@ static void print_tier_text(FILE *f, const semcache_tier_stats *t)
 	TROW("imported", "%" PRIu64 " entries (%" PRIu64 " by read-through), %" PRIu64
 	     " deletions, %" PRIu64 " rejected", t->imported, t->read_through, t->import_deleted,
 	     t->import_rejected);
+	TROW("seed skipped", "%" PRIu64 " entries and deletions kept local (seed format)",
+	     t->seed_skipped);
 	TROW("reconnects", "%" PRIu64 ", takeovers %" PRIu64, t->reconnects, t->takeovers);
 #undef TROW
 }
@@ -1453,6 +1455,7 @@ static json_t *tier_json(const semcache_tier_stats *t)
 	bad |= jput(o, "import_deleted", jint(t->import_deleted));
 	bad |= jput(o, "import_rejected", jint(t->import_rejected));
 	bad |= jput(o, "read_through", jint(t->read_through));
+	bad |= jput(o, "seed_skipped", jint(t->seed_skipped));
 	bad |= jput(o, "reconnects", jint(t->reconnects));
 	bad |= jput(o, "takeovers", jint(t->takeovers));
 	if (bad) {
@@ -1575,6 +1578,8 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	prom_u64(f, "tier_reconnects_total", "counter", "Reconnections to Redis.", tt->reconnects);
 	prom_u64(f, "tier_read_through_total", "counter", "Exact misses answered from Redis.",
 	         tt->read_through);
+	prom_u64(f, "tier_seed_skipped_total", "counter",
+	         "Seed format: entries and deletions kept local.", tt->seed_skipped);
 	prom_family(f, "tier_last_error", "gauge", "Class of the last tier failure (value 1).");
 	fprintf(f, "semcache_tier_last_error{class=\"%s\"} 1\n", tt->last_error_class);
 

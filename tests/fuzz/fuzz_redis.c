@@ -151,15 +151,16 @@ static void fuzz_seed(const uint8_t *data, size_t size)
 	CHECK(rc == 0 || rc == SEMCACHE_EBADRECORD || rc == SEMCACHE_EDIM ||
 	      rc == SEMCACHE_EEMBEDDING || rc == -ENOMEM);
 	if (rc) {
-		CHECK(s.response == NULL && s.embedding == NULL);
+		CHECK(s.response == NULL && s.embedding == NULL && s.scope == NULL);
 	} else {
 		accepted[2]++;
 		CHECK(s.response && s.response->content && s.response->model);
 		CHECK(s.created_ms >= 0);
+		CHECK(!s.scope || strlen(s.scope) <= SC_RSEED_SCOPE_MAX);
 		if (s.embedding)
 			for (uint32_t i = 0; i < FUZZ_DIM; i++)
 				CHECK(isfinite(s.embedding[i]));
-		rc = sc_rseed_encode(s.response, s.embedding, FUZZ_DIM, s.created_ms, s.hit_count,
+		rc = sc_rseed_encode(s.response, s.scope, s.embedding, FUZZ_DIM, s.created_ms, s.hit_count,
 		                     SIZE_MAX, &b);
 		CHECK(rc == 0 || rc == -ENOMEM);
 		if (rc == 0) {
@@ -169,6 +170,7 @@ static void fuzz_seed(const uint8_t *data, size_t size)
 				CHECK(same_response(s.response, s2.response));
 				CHECK(s2.created_ms == s.created_ms && s2.hit_count == s.hit_count);
 				CHECK(!s.embedding == !s2.embedding);
+				CHECK(!s.scope == !s2.scope && (!s.scope || !strcmp(s.scope, s2.scope)));
 				if (s.embedding)
 					CHECK(memcmp(s.embedding, s2.embedding, FUZZ_DIM * sizeof(float)) == 0);
 				sc_rseed_free(&s2);
@@ -339,7 +341,7 @@ int main(int argc, char **argv)
 		.payload_len = rec.len,
 	};
 	if (sc_rnative_encode(&e, MAX_INPUT, &seeds[0]) || sc_remb_encode(emb, FUZZ_DIM, &seeds[1]) ||
-	    sc_rseed_encode(&resp, emb, FUZZ_DIM, 1700000000500, 4, MAX_INPUT, &seeds[2]) ||
+	    sc_rseed_encode(&resp, "gpt-4o|tools:0", emb, FUZZ_DIM, 1700000000500, 4, MAX_INPUT, &seeds[2]) ||
 	    sc_rseed_emb_encode(emb, FUZZ_DIM, &seeds[3]) || sc_rid_native("tenant", "k", id) ||
 	    sc_rkey_build("p:", SC_RKEY_ENTRY, SC_RFMT_NATIVE, id, SC_RID_NATIVE_LEN, &seeds[4]))
 		goto out;

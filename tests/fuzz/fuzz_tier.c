@@ -9,9 +9,11 @@
  * sc_tier_parse_event() (on the entries, and on every reply and element
  * whatever its shape) and sc_tier_parse_stream_id().  Beyond "no crash, no
  * overread" (ASan in scripts/test.sh), it checks what import relies on: an
- * accepted event has op P or D, a 64-digit lowercase hex id, and "own"
- * exactly when its origin is ours; an accepted XREAD reply's entries are
- * within the cap.
+ * accepted event has op P or D, an id of the format asked for (64
+ * lowercase hex digits native; 1..256 bytes of 0x21..0x7e in the seed
+ * format, copied whole and NUL-terminated), and "own" exactly when its
+ * origin is ours; an accepted XREAD reply's entries are within the cap.
+ * Every entry is parsed in both formats.
  *
  * libFuzzer (clang):
  *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
@@ -45,17 +47,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const char ORIGIN[] = "0123456789abcdef0123456789abcdef";
 static unsigned long long accepted_events, accepted_replies;
 
-static void check_event(const redisReply *e)
+static unsigned long long accepted_seed;
+
+static void check_event_fmt(const redisReply *e, enum sc_rformat fmt)
 {
 	struct sc_tier_event ev;
 	memset(&ev, 0x5a, sizeof ev);
-	if (sc_tier_parse_event(ORIGIN, e, &ev) != 0)
+	if (sc_tier_parse_event(ORIGIN, fmt, e, &ev) != 0)
 		return;
 	accepted_events++;
 	CHECK(ev.op == 'P' || ev.op == 'D');
-	CHECK(ev.id[64] == '\0' && strlen(ev.id) == 64);
-	for (int i = 0; i < 64; i++)
-		CHECK((ev.id[i] >= '0' && ev.id[i] <= '9') || (ev.id[i] >= 'a' && ev.id[i] <= 'f'));
+	CHECK(ev.id_len <= SC_RID_SEED_MAX && ev.id[ev.id_len] == '\0' &&
+	      strlen(ev.id) == ev.id_len);
+	if (fmt == SC_RFMT_NATIVE) {
+		CHECK(ev.id_len == 64);
+		for (int i = 0; i < 64; i++)
+			CHECK((ev.id[i] >= '0' && ev.id[i] <= '9') ||
+			      (ev.id[i] >= 'a' && ev.id[i] <= 'f'));
+	} else {
+		accepted_seed++;
+		CHECK(ev.id_len >= 1);
+		for (size_t i = 0; i < ev.id_len; i++)
+			CHECK(ev.id[i] >= 0x21 && ev.id[i] <= 0x7e);
+	}
 	/* own exactly when some "o" field equals ours */
 	bool ours = false;
 	const redisReply *f = e->element[1];
@@ -63,6 +77,12 @@ static void check_event(const redisReply *e)
 		if (f->element[i]->len == 1 && f->element[i]->str[0] == 'o')
 			ours = f->element[i + 1]->len == 32 && !memcmp(f->element[i + 1]->str, ORIGIN, 32);
 	CHECK(ev.own == ours);
+}
+
+static void check_event(const redisReply *e)
+{
+	check_event_fmt(e, SC_RFMT_NATIVE);
+	check_event_fmt(e, SC_RFMT_SEED);
 }
 
 /* Every reply and element, whatever its shape, goes to every reader. */
@@ -144,7 +164,15 @@ static size_t valid_reply(char *out)
 		n += bulk(out + n, "op", 2);
 		n += bulk(out + n, rnd() % 2 ? "P" : "D", 1);
 		n += bulk(out + n, "id", 2);
-		n += bulk(out + n, hex, 64);
+		if (rnd() % 2) {
+			n += bulk(out + n, hex, 64);
+		} else { /* a seed id: a key string, up to past the 256-byte cap */
+			size_t kl = 1 + rnd() % 260;
+			char key[260];
+			for (size_t j = 0; j < kl; j++)
+				key[j] = (char)(0x21 + rnd() % 94);
+			n += bulk(out + n, key, kl);
+		}
 		n += bulk(out + n, "o", 1);
 		n += bulk(out + n, rnd() % 2 ? ORIGIN : "ffffffffffffffffffffffffffffffff", 32);
 	}
@@ -157,7 +185,7 @@ int main(int argc, char **argv)
 	rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
 	if (!rng_state)
 		rng_state = 1;
-	static char buf[8192];
+	static char buf[16384];
 	for (unsigned long it = 0; it < iters; it++) {
 		size_t n = valid_reply(buf);
 		unsigned muts = (unsigned)(rnd() % 4);
@@ -176,10 +204,11 @@ int main(int argc, char **argv)
 		}
 		LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
 	}
-	printf("fuzz_tier: %lu inputs, %llu XREAD replies and %llu events accepted\n", iters,
-	       accepted_replies, accepted_events);
+	printf("fuzz_tier: %lu inputs, %llu XREAD replies and %llu events (%llu seed) accepted\n",
+	       iters, accepted_replies, accepted_events, accepted_seed);
 	/* the mutator must keep reaching the success paths */
-	CHECK(accepted_replies > iters / 10 && accepted_events > iters / 10);
+	CHECK(accepted_replies > iters / 10 && accepted_events > iters / 10 &&
+	      accepted_seed > iters / 20);
 	return 0;
 }
 #endif

@@ -7,18 +7,26 @@ against what that service really produces and accepts (Debian's
 python3-redis).  It only talks to the port it is given, which the C test
 started itself on 127.0.0.1.
 
-  seed_fixture.py write PORT PREFIX
+  seed_fixture.py write PORT PREFIX [TTL]
       Write the entries of ENTRIES below in the reference JSON, each with
-      its embedding key, and add their ids to the index SET.
+      its embedding key, and add their ids to the index SET.  With TTL
+      (seconds), as the reference service does: created_at is now and both
+      keys expire after TTL (SET ex=TTL); without, the fixed created_at
+      below and no expiry.
   seed_fixture.py check PORT PREFIX COUNT DIM
       Read every id of the index SET and check each entry and embedding
       against the reference schema, exactly: key sets, types, lengths, and
-      the values the C test wrote ("answer for <id>", embedding i/DIM+1).
+      the values the C test wrote ("answer for <id>", embedding (i+1)/(DIM+1),
+      compared after normalising both, as semcache stores unit vectors).
+      The reader is the reference reader: the four fields must be there,
+      other top-level fields are ignored ("scope", which semcache adds,
+      must be a string when present).
       Exit 0 when all COUNT entries pass, else 1 with the reasons.
 """
 import json
 import math
 import sys
+import time
 
 import redis
 
@@ -69,12 +77,19 @@ ENTRIES = {
 }
 
 
-def write(r, prefix):
+def write(r, prefix, ttl=None):
     for key, entry in ENTRIES.items():
-        r.set(prefix + "llm_cache:" + key, json.dumps(entry))
-        r.set(prefix + "llm_cache_emb:" + key, json.dumps(entry["query_embedding"]))
+        if ttl is not None:
+            entry = dict(entry, created_at=time.time())
+        r.set(prefix + "llm_cache:" + key, json.dumps(entry), ex=ttl)
+        r.set(prefix + "llm_cache_emb:" + key, json.dumps(entry["query_embedding"]), ex=ttl)
         r.sadd(prefix + "llm_cache_index", key)
     return 0
+
+
+def unit(v):
+    n = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / n for x in v]
 
 
 def is_float_list(v, dim):
@@ -91,8 +106,12 @@ def check_entry(key, raw, emb_raw, dim, problems):
         e = json.loads(raw)
     except ValueError as exc:
         return bad("entry is not JSON: %s" % exc)
-    if set(e) != {"response", "query_embedding", "created_at", "hit_count"}:
-        return bad("entry keys %s" % sorted(e))
+    # The reference reader takes these four and ignores anything else.
+    if not isinstance(e, dict) or not {"response", "query_embedding", "created_at",
+                                       "hit_count"} <= set(e):
+        return bad("entry keys %s" % (sorted(e) if isinstance(e, dict) else e))
+    if "scope" in e and not isinstance(e["scope"], str):
+        bad("scope %r" % e["scope"])
     resp = e["response"]
     if not isinstance(resp, dict) or set(resp) != {"content", "model", "usage", "tool_calls",
                                                    "latency_ms"}:
@@ -117,9 +136,9 @@ def check_entry(key, raw, emb_raw, dim, problems):
                 json.loads(c["arguments"])  # arguments are JSON text
     if not isinstance(resp["latency_ms"], int) or resp["latency_ms"] < 0:
         bad("latency_ms %r" % resp["latency_ms"])
-    want = [(i + 1) / (dim + 1) for i in range(dim)]
+    want = unit([(i + 1) / (dim + 1) for i in range(dim)])
     q = e["query_embedding"]
-    if not is_float_list(q, dim) or any(abs(a - b) > 1e-6 for a, b in zip(q, want)):
+    if not is_float_list(q, dim) or any(abs(a - b) > 1e-6 for a, b in zip(unit(q), want)):
         bad("query_embedding %r" % q)
     if not isinstance(e["created_at"], float) or not 1.6e9 < e["created_at"] < 7.3e9:
         bad("created_at %r" % e["created_at"])
@@ -129,7 +148,7 @@ def check_entry(key, raw, emb_raw, dim, problems):
         emb = json.loads(emb_raw) if emb_raw is not None else None
     except ValueError as exc:
         return bad("embedding is not JSON: %s" % exc)
-    if not is_float_list(emb, dim) or any(abs(a - b) > 1e-6 for a, b in zip(emb, want)):
+    if not is_float_list(emb, dim) or any(abs(a - b) > 1e-6 for a, b in zip(unit(emb), want)):
         bad("embedding key %r" % emb)
 
 
@@ -157,7 +176,7 @@ def main(argv):
         return 2
     r = redis.Redis(host="127.0.0.1", port=int(argv[1]), socket_timeout=10)
     if argv[0] == "write":
-        return write(r, argv[2])
+        return write(r, argv[2], int(argv[3]) if len(argv) > 3 else None)
     return check(r, argv[2], int(argv[3]), int(argv[4]))
 
 

@@ -996,7 +996,7 @@ Test(redis_seed, entries_exported_by_c_read_back_in_python, .init = start_plain,
 		snprintf(content, sizeof content, "answer for %s", ids[i]);
 		semcache_response r = response_for(content);
 		r.n_tool_calls = (uint32_t)(i % 2); /* with and without tool calls */
-		cr_assert_eq(sc_rseed_encode(&r, v, D, 1712345000123 + i, (uint64_t)i, 1u << 20,
+		cr_assert_eq(sc_rseed_encode(&r, NULL, v, D, 1712345000123 + i, (uint64_t)i, 1u << 20,
 		                             &val[i]), 0);
 		cr_assert_eq(sc_rseed_emb_encode(v, D, &emb[i]), 0);
 		cr_assert_eq(sc_rkey_build("exp:", SC_RKEY_ENTRY, SC_RFMT_SEED, ids[i],

@@ -176,8 +176,33 @@ Test(outbox, tier_start_refuses_bad_options)
 	o.prefix = "has space";
 	cr_assert_eq(semcache_tier_start(c, &o), -EINVAL);
 	semcache_tier_options_init(&o);
-	o.format = SEMCACHE_TIER_SEED;
-	cr_assert_eq(semcache_tier_start(c, &o), -ENOTSUP);
+	o.format = 7; /* no such format */
+	cr_assert_eq(semcache_tier_start(c, &o), -EINVAL);
 	cr_assert_eq(semcache_tier_stop(c), -ENOENT);
 	cr_assert_eq(tier().configured, 0);
+}
+
+Test(outbox, deletion_item_carries_the_key)
+{
+	configure();
+	semcache_response r = simple_response("v");
+	char longkey[300];
+	memset(longkey, 'x', sizeof longkey - 1);
+	longkey[sizeof longkey - 1] = '\0';
+	semcache_put_args a = { .ns = "ns", .key = "user:7/q#3", .response = &r };
+	cr_assert_eq(semcache_put(c, &a), 0);
+	a.key = longkey;
+	cr_assert_eq(semcache_put(c, &a), 0);
+	cr_assert_eq(semcache_delete(c, "ns", "user:7/q#3"), 0);
+	uint64_t n = 0;
+	cr_assert_eq(semcache_invalidate(c, "ns", NULL, &n), 0);
+	cr_assert_eq(n, 1);
+	struct sc_obitem *put = &c->outbox[0], *d1 = &c->outbox[2], *d2 = &c->outbox[3];
+	cr_assert_eq(put->op, SC_OB_PUT);
+	cr_assert_eq(put->key_len, 0, "a PUT reads its slot at export time");
+	cr_assert_eq(d1->op, SC_OB_DEL);
+	cr_assert_eq(d1->key_len, 10);
+	cr_assert(memcmp(d1->key, "user:7/q#3", 10) == 0);
+	cr_assert_eq(d2->op, SC_OB_DEL);
+	cr_assert_eq(d2->key_len, 0, "a key over SC_OB_KEY_MAX is not captured");
 }

@@ -507,7 +507,7 @@ Test(redis_seed, entry_round_trips_through_our_encoder)
 	sc_buf b = { 0 };
 	sc_rseed s;
 
-	cr_assert_eq(sc_rseed_encode(&r, emb, 4, 1700000000123, 9, 1u << 20, &b), 0);
+	cr_assert_eq(sc_rseed_encode(&r, NULL, emb, 4, 1700000000123, 9, 1u << 20, &b), 0);
 	cr_assert_eq(seed_decode_str(b.data, 4, &s), 0);
 	cr_assert_str_eq(s.response->content, r.content);
 	cr_assert_str_eq(s.response->model, r.model);
@@ -532,7 +532,7 @@ Test(redis_seed, encoded_entry_has_exactly_the_reference_schema)
 	json_error_t err;
 	json_t *j, *resp;
 
-	cr_assert_eq(sc_rseed_encode(&r, emb, 2, 1500, 3, 1u << 20, &b), 0);
+	cr_assert_eq(sc_rseed_encode(&r, NULL, emb, 2, 1500, 3, 1u << 20, &b), 0);
 	j = json_loadb(b.data, b.len, 0, &err);
 	cr_assert_not_null(j);
 	cr_assert_eq(json_object_size(j), 4);
@@ -672,14 +672,14 @@ Test(redis_seed, encoder_refuses_what_json_cannot_carry)
 	float emb[2] = { 1.0f, INFINITY };
 	sc_buf b = { 0 };
 
-	cr_assert_eq(sc_rseed_encode(&r, emb, 2, 0, 0, 1u << 20, &b), SEMCACHE_EEMBEDDING);
+	cr_assert_eq(sc_rseed_encode(&r, NULL, emb, 2, 0, 0, 1u << 20, &b), SEMCACHE_EEMBEDDING);
 	r.content = "bad \xff utf-8";
-	cr_assert_eq(sc_rseed_encode(&r, NULL, 0, 0, 0, 1u << 20, &b), BAD);
+	cr_assert_eq(sc_rseed_encode(&r, NULL, NULL, 0, 0, 0, 1u << 20, &b), BAD);
 	r = sample();
-	cr_assert_eq(sc_rseed_encode(&r, NULL, 0, 0, 0, 32, &b), -E2BIG);
-	cr_assert_eq(sc_rseed_encode(&r, NULL, 0, -1, 0, 1u << 20, &b), -EINVAL);
+	cr_assert_eq(sc_rseed_encode(&r, NULL, NULL, 0, 0, 0, 32, &b), -E2BIG);
+	cr_assert_eq(sc_rseed_encode(&r, NULL, NULL, 0, -1, 0, 1u << 20, &b), -EINVAL);
 	r.model = NULL;
-	cr_assert_eq(sc_rseed_encode(&r, NULL, 0, 0, 0, 1u << 20, &b), BAD);
+	cr_assert_eq(sc_rseed_encode(&r, NULL, NULL, 0, 0, 0, 1u << 20, &b), BAD);
 	free(b.data);
 }
 
