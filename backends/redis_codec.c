@@ -263,9 +263,12 @@ int sc_rnative_encode(const sc_rentry *e, size_t max, sc_buf *out)
 	    memchr(e->ns, 0, e->ns_len) || memchr(e->key, 0, e->key_len) ||
 	    memchr(e->scope, 0, e->scope_len) || payload_matches(e))
 		return BAD;
+	if (e->origin_len > SC_RORIGIN_MAX || (e->origin_len && !e->origin) ||
+	    (e->origin && memchr(e->origin, 0, e->origin_len)))
+		return -EINVAL;
 	out->len = 0;
 	msgpack_packer_init(&pk, &w, w_append);
-	msgpack_pack_map(&pk, 9);
+	msgpack_pack_map(&pk, e->origin_len ? 10 : 9);
 	PK_KEY(&pk, "v");
 	msgpack_pack_uint32(&pk, SC_RCODEC_VERSION);
 	PK_KEY(&pk, "ns");
@@ -285,6 +288,10 @@ int sc_rnative_encode(const sc_rentry *e, size_t max, sc_buf *out)
 	PK_KEY(&pk, "payload");
 	if (msgpack_pack_bin(&pk, e->payload_len) == 0)
 		msgpack_pack_bin_body(&pk, e->payload, e->payload_len);
+	if (e->origin_len) {
+		PK_KEY(&pk, "origin");
+		pk_str(&pk, e->origin, e->origin_len);
+	}
 	return w.rc;
 }
 
@@ -304,13 +311,16 @@ static int m_time(sc_rd *r, int64_t *v)
 	return 0;
 }
 
-enum { N_V, N_NS, N_KEY, N_SCOPE, N_CREATED, N_EXACT, N_SEMANTIC, N_HITS, N_PAYLOAD, N_COUNT };
+enum { N_V, N_NS, N_KEY, N_SCOPE, N_CREATED, N_EXACT, N_SEMANTIC, N_HITS, N_PAYLOAD, N_ORIGIN,
+       N_COUNT };
+/* every field but the origin (optional: values written before it existed) */
+#define N_REQUIRED (((1u << N_COUNT) - 1) & ~(1u << N_ORIGIN))
 
 static int native_field(const uint8_t *s, size_t n)
 {
 	static const char *const names[N_COUNT] = {
 		"v", "ns", "key", "scope", "created_ms", "exact_expiry_ms",
-		"semantic_expiry_ms", "hits", "payload",
+		"semantic_expiry_ms", "hits", "payload", "origin",
 	};
 
 	for (int i = 0; i < N_COUNT; i++)
@@ -405,6 +415,13 @@ int sc_rnative_decode(const void *buf, size_t len, const char *id, sc_rentry *e,
 			d.payload = val.s;
 			d.payload_len = (size_t)val.u;
 			break;
+		case N_ORIGIN:
+			if (val.kind != K_STR || val.u > SC_RORIGIN_MAX ||
+			    memchr(val.s, 0, (size_t)val.u))
+				goto out;
+			d.origin = (const char *)val.s;
+			d.origin_len = (size_t)val.u;
+			break;
 		default: /* ns, key, scope */
 			if (val.kind != K_STR || memchr(val.s, 0, (size_t)val.u))
 				goto out;
@@ -421,7 +438,7 @@ int sc_rnative_decode(const void *buf, size_t len, const char *id, sc_rentry *e,
 			break;
 		}
 	}
-	if (seen != (1u << N_COUNT) - 1 || r.p != r.end || v != SC_RCODEC_VERSION ||
+	if ((seen & N_REQUIRED) != N_REQUIRED || r.p != r.end || v != SC_RCODEC_VERSION ||
 	    !times_ok(d.created_ms, d.exact_expiry_ms, d.semantic_expiry_ms) ||
 	    payload_matches(&d))
 		goto out;

@@ -27,7 +27,10 @@
  *    sizes allocations from untrusted counts: msgpack-c issue 1013):
  *      "v" 1, "ns" str, "key" str, "scope" str, "created_ms" int,
  *      "exact_expiry_ms" int, "semantic_expiry_ms" int, "hits" uint,
- *      "payload" bin (the core codec's record, see core/codec.h).
+ *      "payload" bin (the core codec's record, see core/codec.h),
+ *      and optionally "origin" str (at most SC_RORIGIN_MAX bytes: the
+ *      exporting segment's creation id in hex, so a resync can tell its
+ *      own entries; values without it decode as before).
  *    Times are wall-clock ms since the epoch; INT64_MAX means never.
  *  - Embedding: dim little-endian IEEE-754 float32, no header: the length
  *    must be dim * 4, every value finite, the norm non-zero.
@@ -62,6 +65,7 @@
 #define SC_RID_SEED_MAX    256u
 #define SC_RPREFIX_MAX     64u
 #define SC_RCODEC_MAX_DIM  4096u   /* the segment's own cap */
+#define SC_RORIGIN_MAX     64u
 
 enum sc_rformat { SC_RFMT_NATIVE, SC_RFMT_SEED };
 enum sc_rkey_kind { SC_RKEY_ENTRY, SC_RKEY_EMB, SC_RKEY_INDEX };
@@ -103,6 +107,7 @@ typedef struct sc_rentry {
 	int64_t created_ms, exact_expiry_ms, semantic_expiry_ms;
 	uint64_t hits;
 	const void *payload; size_t payload_len;   /* a core codec record */
+	const char *origin; size_t origin_len;     /* optional (NULL, 0): who exported it */
 } sc_rentry;
 
 /*

@@ -69,7 +69,9 @@
 /* Seed format: discovery through the index SET (see "Seed format" above). */
 #define SC_SEED_SCAN_COUNT "128"  /* SSCAN COUNT per loop */
 #define SC_SEED_SCAN_MAX   1024u  /* members accepted in one SSCAN reply */
-#define SC_SEED_PASS_MS    1000   /* a full pass of the SET starts at most this often */
+#define SC_SEED_PASS_MS    1000   /* seed: a full pass of the SET starts at most this often */
+#define SC_INDEX_PASS_MS   30000  /* native: the same (trimming only, unless a gap or a
+                                   * resync asks for more); option index_pass_ms */
 #define SC_SEED_SEEN       4096u  /* ids remembered as fetched by the scan */
 #define SC_SEED_SEEN_MS    60000  /* ... for this long */
 #define FETCH_N(rt) ((rt)->fmt == SC_RFMT_SEED ? 4u : 2u) /* replies per fetched entry */
@@ -87,9 +89,14 @@ struct sc_tier_rt {
 	char *host, *unix_path, *username, *password, *prefix;
 	enum sc_rformat fmt;
 	char *seed_ns;        /* seed format: the namespace that is shared */
-	char scan_cursor[24]; /* seed format: SSCAN position in the index SET */
+	char scan_cursor[24]; /* SSCAN position in the index SET */
 	int64_t scan_next;    /* mono ms before which no new pass starts */
-	struct seen *seen;    /* seed format: ids the scan fetched lately */
+	int64_t pass_ms;      /* a pass starts at most this often */
+	struct seen *seen;    /* ids the scan fetched lately */
+	bool pass_import;     /* this pass fetches members not live here */
+	bool pass_resync;     /* this pass deletes our own entries we no longer hold */
+	bool gap_check;       /* ask Redis whether events we had not read were trimmed */
+	bool gap_pending;     /* they were: the next pass imports */
 	uint32_t batch, warmup;
 	sc_redis_conn *conn;
 	sc_backoff bo;
@@ -190,6 +197,7 @@ static bool lease_try(struct sc_tier_rt *rt)
 		return false;
 	atomic_store_explicit(&t->heartbeat_ms, sc_mono_ms(), memory_order_relaxed);
 	rt->my_epoch = atomic_fetch_add_explicit(&t->epoch, 1, memory_order_relaxed) + 1;
+	rt->gap_check = true; /* the lease may have been free for long */
 	atomic_store_explicit(&t->holder_pid, (int32_t)c->seg.pid, memory_order_relaxed);
 	if (cur != 0)
 		count(&t->takeovers, 1);
@@ -668,6 +676,7 @@ static int queue_put(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32]
 			.created_ms = sn.created, .exact_expiry_ms = sn.exact,
 			.semantic_expiry_ms = sn.sem < sn.created ? sn.created : sn.sem,
 			.hits = sn.hits, .payload = rt->payload.data, .payload_len = rt->payload.len,
+			.origin = rt->origin, .origin_len = SC_TIER_ORIGIN_LEN,
 		};
 		if (e.exact_expiry_ms < e.created_ms)
 			e.exact_expiry_ms = e.created_ms;
@@ -710,11 +719,12 @@ static int queue_put(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32]
  * was of the seed namespace (the item's digest is that of (seed
  * namespace, key)); anything else stayed local and is counted.  1 when
  * nothing is sent, 0 queued, < 0 failure. */
+static int queue_del_id(struct sc_tier_rt *rt, const char *id);
+
 static int queue_del(struct sc_tier_rt *rt, const uint8_t digest[32], const char *id,
                      const struct sc_obitem *it)
 {
 	char sid[SC_RID_SEED_MAX + 1];
-	int rc;
 
 	if (rt->fmt == SC_RFMT_SEED) {
 		uint32_t kl = SC_GET(it->key_len);
@@ -732,6 +742,14 @@ static int queue_del(struct sc_tier_rt *rt, const uint8_t digest[32], const char
 		}
 		id = sid;
 	}
+	return queue_del_id(rt, id);
+}
+
+/* Queue the deletion of id (of the tier's format): its keys, its index
+ * member, and the event that tells the other hosts. */
+static int queue_del_id(struct sc_tier_rt *rt, const char *id)
+{
+	int rc;
 	if ((rc = keys_for(rt, id)) < 0)
 		return rc;
 	const char *del[3] = { "DEL", rt->kentry.data, rt->kemb.data };
@@ -1154,9 +1172,10 @@ static int decode_seed(struct sc_tier_rt *rt, const char *id, const redisReply *
  * when never read); row holds dim floats of scratch.  With keep non-NULL,
  * the decoded response is handed over there when the entry was valid and
  * live (installed or not).  1 installed, 0 nothing to install (gone,
- * expired, older than ours, no room), -1 rejected (counted). */
+ * expired, older than ours, no room), -1 rejected (counted); with
+ * skip_own, 2 for a valid entry this segment exported (not installed). */
 static int install(struct sc_tier_rt *rt, const char *id, const redisReply *const *rep,
-                   float *row, semcache_response **keep)
+                   float *row, semcache_response **keep, bool skip_own)
 {
 	semcache *c = rt->c;
 	struct sc_tier *t = T(rt);
@@ -1173,6 +1192,11 @@ static int install(struct sc_tier_rt *rt, const char *id, const redisReply *cons
 		goto reject;
 	sc_rentry e = f.e;
 	bool has_emb = f.has_emb;
+	if (skip_own && e.origin_len == SC_TIER_ORIGIN_LEN &&
+	    memcmp(e.origin, rt->origin, SC_TIER_ORIGIN_LEN) == 0) {
+		res = 2; /* ours, and not live here: we deleted or evicted it */
+		goto out;
+	}
 	int64_t now = sc_now(c);
 	if (e.exact_expiry_ms <= now && (!has_emb || e.semantic_expiry_ms <= now))
 		goto out;
@@ -1248,7 +1272,7 @@ static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
 			for (size_t j = 0; j < FETCH_N(rt); j++)
 				v[j] = k + j < got ? rep[k + j] : NULL;
 			k += FETCH_N(rt);
-			install(rt, ev[i].id, v, rt->row, NULL);
+			install(rt, ev[i].id, v, rt->row, NULL, false);
 		} else if (!ev[i].own && ev[i].op == 'D') {
 			uint8_t d[32];
 			int r = rt->fmt == SC_RFMT_SEED ? seed_digest(rt, ev[i].id, d)
@@ -1295,6 +1319,8 @@ static void set_position(struct sc_tier *t, const redisReply *e)
 	}
 }
 
+static int count_at_position(struct sc_tier_rt *rt);
+
 /* A new segment's first look: the newest `warmup` events, oldest first. */
 static int warm_up(struct sc_tier_rt *rt)
 {
@@ -1319,11 +1345,138 @@ static int warm_up(struct sc_tier_rt *rt)
 		/* the newest event is our position even when it did not parse */
 		set_position(t, r->element[0]);
 	}
+	if ((rc = count_at_position(rt)) < 0)
+		goto out;
 	atomic_store_explicit(&t->stream_init, 1, memory_order_relaxed);
 out:
 	free(ev);
 	freeReplyObject(r);
 	return rc;
+}
+
+/*
+ * Gaps.  Did the stream lose events after our position before we read
+ * them (the holder was away while more than the stream's cap was
+ * written)?  Trimming says nothing about itself (Redis 7 moves
+ * max-deleted-entry-id only on XDEL), so we count: stream_added is the
+ * stream's entries-added at our position (set at warm-up, advanced by
+ * every entry XREAD returns).  When the oldest entry left is newer than
+ * our position, every entry the stream still has is one we have not read;
+ * if fewer than were added since our position, the rest were trimmed
+ * unread: a gap, which the next index pass fills (the entries; deletions
+ * in a gap are left to expiry).  XDEL by a foreign client counts as a
+ * gap too: a pass that finds nothing missing costs only reads.  An older
+ * Redis (no entries-added or recorded-first-entry-id) gives no verdict.
+ */
+struct xinfo {
+	long long length, added;
+	uint64_t first_ms, first_seq, last_ms, last_seq;
+	bool ok;
+	bool absent;  /* no stream at all (nothing was ever added, or it was deleted) */
+};
+
+static int stream_info(struct sc_tier_rt *rt, struct xinfo *xi)
+{
+	redisReply *r = NULL;
+	const char *argv[3] = { "XINFO", "STREAM", rt->kstream.data };
+	int rc = sc_redis_command(rt->conn, SC_RT_ARRAY, &r, 3, argv, NULL);
+	unsigned seen = 0;
+
+	memset(xi, 0, sizeof *xi);
+	if (rc < 0) {
+		xi->absent = strstr(sc_redis_last_error(rt->conn), "no such key") != NULL;
+		return sc_redis_class_is_down(rc) ? rc : 0;
+	}
+	for (size_t i = 0; i + 1 < r->elements && i < 64; i += 2) {
+		const redisReply *k = r->element[i], *v = r->element[i + 1];
+		if (!is_str(k))
+			break;
+		if (k->len == 6 && !memcmp(k->str, "length", 6) && v->type == REDIS_REPLY_INTEGER &&
+		    v->integer >= 0) {
+			xi->length = v->integer;
+			seen |= 1;
+		} else if (k->len == 13 && !memcmp(k->str, "entries-added", 13) &&
+		           v->type == REDIS_REPLY_INTEGER && v->integer >= 0) {
+			xi->added = v->integer;
+			seen |= 2;
+		} else if (k->len == 23 && !memcmp(k->str, "recorded-first-entry-id", 23) &&
+		           sc_tier_parse_stream_id(v, &xi->first_ms, &xi->first_seq) == 0) {
+			seen |= 4;
+		} else if (k->len == 17 && !memcmp(k->str, "last-generated-id", 17) &&
+		           sc_tier_parse_stream_id(v, &xi->last_ms, &xi->last_seq) == 0) {
+			seen |= 8;
+		}
+	}
+	xi->ok = seen == 15 && xi->length <= xi->added;
+	freeReplyObject(r);
+	return 0;
+}
+
+static bool id_after(uint64_t ams, uint64_t aseq, uint64_t bms, uint64_t bseq)
+{
+	return ams > bms || (ams == bms && aseq > bseq);
+}
+
+/* At warm-up, positioned on the newest entry (or on nothing: an empty
+ * stream): the count there, when the stream says it unambiguously. */
+static int count_at_position(struct sc_tier_rt *rt)
+{
+	struct sc_tier *t = T(rt);
+	struct xinfo xi;
+	int rc = stream_info(rt, &xi);
+	uint64_t pm = atomic_load_explicit(&t->stream_ms, memory_order_relaxed);
+	uint64_t ps = atomic_load_explicit(&t->stream_seq, memory_order_relaxed);
+
+	atomic_store_explicit(&t->stream_counted, 0, memory_order_relaxed);
+	if (rc == 0 && xi.absent) {
+		/* nothing yet: every entry the stream will hold is ours to read */
+		atomic_store_explicit(&t->stream_added, 0, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+	}
+	if (rc < 0 || !xi.ok)
+		return rc;
+	/* our position is the newest id (nobody added since we read), or
+	 * the stream is empty and all it ever had is behind us */
+	if ((xi.last_ms == pm && xi.last_seq == ps) || xi.length == 0) {
+		atomic_store_explicit(&t->stream_added, (uint64_t)xi.added, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+	}
+	return 0;
+}
+
+static int check_gap(struct sc_tier_rt *rt)
+{
+	struct sc_tier *t = T(rt);
+	struct xinfo xi;
+	int rc = stream_info(rt, &xi);
+	uint64_t pm = atomic_load_explicit(&t->stream_ms, memory_order_relaxed);
+	uint64_t ps = atomic_load_explicit(&t->stream_seq, memory_order_relaxed);
+
+	rt->gap_check = false;
+	if (rc < 0 || !xi.ok)
+		return rc;
+	bool counted = atomic_load_explicit(&t->stream_counted, memory_order_relaxed);
+	uint64_t at = atomic_load_explicit(&t->stream_added, memory_order_relaxed);
+	if (xi.length == 0 ? id_after(xi.last_ms, xi.last_seq, pm, ps)
+	                   : id_after(xi.first_ms, xi.first_seq, pm, ps)) {
+		/* all the stream holds (maybe nothing) is unread, and something
+		 * was added after our position; unless we know the count at our
+		 * position, no verdict (a false gap costs a pass, but a pass at
+		 * every start would be waste) */
+		if (counted && ((uint64_t)xi.added < at ||
+		                (uint64_t)xi.added - at > (uint64_t)xi.length)) {
+			count(&t->import_gaps, 1);
+			rt->gap_pending = true;
+		}
+		/* from here on: as if just before the oldest entry left */
+		atomic_store_explicit(&t->stream_added, (uint64_t)(xi.added - xi.length),
+		                      memory_order_relaxed);
+		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+	} else if (!counted && xi.last_ms == pm && xi.last_seq == ps) {
+		atomic_store_explicit(&t->stream_added, (uint64_t)xi.added, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+	}
+	return 0;
 }
 
 /* Read and apply what other hosts wrote since our position. */
@@ -1337,6 +1490,8 @@ static int import_events(struct sc_tier_rt *rt)
 
 	if (!atomic_load_explicit(&t->stream_init, memory_order_relaxed))
 		return warm_up(rt);
+	if (rt->gap_check && (rc = check_gap(rt)) < 0)
+		return rc;
 	snprintf(pos, sizeof pos, "%" PRIu64 "-%" PRIu64,
 	         (uint64_t)atomic_load_explicit(&t->stream_ms, memory_order_relaxed),
 	         (uint64_t)atomic_load_explicit(&t->stream_seq, memory_order_relaxed));
@@ -1364,6 +1519,10 @@ static int import_events(struct sc_tier_rt *rt)
 		goto out;
 	/* past malformed trailing entries too, so they are not read forever */
 	set_position(t, arr->element[arr->elements - 1]);
+	atomic_fetch_add_explicit(&t->stream_added, arr->elements, memory_order_relaxed);
+	/* a full read: we are behind, maybe beyond what the stream keeps */
+	if (arr->elements >= SC_TIER_IMPORT_MAX)
+		rt->gap_check = true;
 	rc = (int)n;
 out:
 	free(ev);
@@ -1372,21 +1531,37 @@ out:
 }
 
 /* ------------------------------------------------------------------------
- * Seed format: discovery through the index SET
+ * The index pass
  *
- * A reference service writes no events, so the stream alone would never
- * bring its entries here.  The holder also walks <prefix>llm_cache_index
- * with SSCAN, one call (COUNT SC_SEED_SCAN_COUNT) per loop, keeping the
- * cursor across loops; a pass that reached the end starts again after
- * SC_SEED_PASS_MS at the earliest.  A member that is a seed id, is not
- * live here (digest of (seed namespace, id)) and was not fetched by the
- * scan in the last SC_SEED_SEEN_MS is fetched and installed (GET + PTTL
- * of entry and embedding, one pipeline per call).  The "fetched lately"
- * memory is a direct-mapped table of SC_SEED_SEEN digests: it keeps a
- * value that failed validation from being fetched at every pass, and an
- * entry this segment evicted from coming back at once (a collision only
- * costs a fetch).  A member that is not a seed id counts as rejected
- * (once per SC_SEED_SEEN_MS as well).
+ * The holder walks <prefix>llm_cache_index with SSCAN, one call (COUNT
+ * SC_SEED_SCAN_COUNT) per loop, keeping the cursor across loops; a pass
+ * that reached the end starts again after pass_ms at the earliest (seed
+ * format: SC_SEED_PASS_MS; native: index_pass_ms, SC_INDEX_PASS_MS by
+ * default).  Each step does three things with the members it got:
+ *  - Trim.  Members whose entry key is gone (expired, or deleted by a host
+ *    whose SREM did not happen) are removed from the SET, so the index
+ *    does not grow forever: WATCH their entry keys, EXISTS each, then
+ *    MULTI / SREM the gone ones / EXEC.  An entry written again meanwhile
+ *    changes a watched key and the EXEC does nothing (the next pass looks
+ *    again).
+ *  - Import.  In the seed format always (a reference service writes no
+ *    events), in the native one for one pass after a gap in the event
+ *    stream (see gap_check): a member that is not live here and was not
+ *    fetched by the scan in the last SC_SEED_SEEN_MS is fetched and
+ *    installed (the seed format also reads PTTLs).  An entry whose value
+ *    names this segment as its exporter (native "origin") is not
+ *    installed: not live here means we deleted or evicted it.
+ *  - Resync (native).  When deletions were lost to a full outbox (writers
+ *    set `resync`), the next pass deletes, with their events so that the
+ *    other hosts drop them too, the entries in Redis that this segment
+ *    exported and no longer holds: the lost deletions are among them (so
+ *    are entries it evicted, which then leave Redis too: a cost paid only
+ *    after an overflow).
+ * The "fetched lately" memory is a direct-mapped table of SC_SEED_SEEN
+ * digests: it keeps a value that failed validation from being fetched at
+ * every pass, and an entry this segment evicted from coming back at once
+ * (a collision only costs a fetch).  A member that is no id of the
+ * format counts as rejected (once per SC_SEED_SEEN_MS as well).
  * ---------------------------------------------------------------------- */
 static bool seen_lately(struct sc_tier_rt *rt, const uint8_t d[32], int64_t now, bool mark)
 {
@@ -1401,23 +1576,151 @@ static bool seen_lately(struct sc_tier_rt *rt, const uint8_t d[32], int64_t now,
 	return e->h == h && e->until > now;
 }
 
+/* The digest of the local entry that member m names: 0, or -1 when m is
+ * no id of the tier's format (counted as rejected, once a while). */
+static int member_digest(struct sc_tier_rt *rt, const redisReply *m, int64_t now, uint8_t d[32])
+{
+	if (sc_rid_check(rt->fmt, m->str, m->len) == 0 &&
+	    (rt->fmt == SC_RFMT_SEED ? seed_digest(rt, m->str, d) : unhex_id(m->str, m->len, d)) == 0)
+		return 0;
+	/* remembered too (by a digest in a namespace no id shares), so it is
+	 * counted once, not at every pass */
+	if (sc_key_digest("\x01not-an-id", m->str, d) == 0 && !seen_lately(rt, d, now, false)) {
+		seen_lately(rt, d, now, true);
+		count(&T(rt)->import_rejected, 1);
+	}
+	return -1;
+}
+
+/* Trim: remove the members (valid ids, ok[i]) whose entry key is gone.
+ * 0, or a failure class. */
+static int trim_members(struct sc_tier_rt *rt, const redisReply *mem, const bool *ok)
+{
+	size_t n = 0, got = 0, nk = 0;
+	sc_buf *keys = calloc(mem->elements, sizeof *keys);
+	const char **argv = calloc(mem->elements + 2, sizeof *argv);
+	redisReply **rep = calloc(mem->elements + 1, sizeof *rep);
+	sc_buf scratch = { 0 };
+	int rc = -ENOMEM;
+
+	if (!keys || !argv || !rep)
+		goto out;
+	for (size_t i = 0; i < mem->elements; i++) {
+		if (!ok[i])
+			continue;
+		if (keys_into(rt, mem->element[i]->str, &keys[nk], &scratch) < 0)
+			goto out;
+		nk++;
+	}
+	rc = 0;
+	if (!nk)
+		goto out;
+	/* WATCH every entry key, then EXISTS each */
+	argv[0] = "WATCH";
+	for (size_t i = 0; i < nk; i++)
+		argv[1 + i] = keys[i].data;
+	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, (int)nk + 1, argv, NULL)) < 0)
+		goto out;
+	for (size_t i = 0; i < nk; i++) {
+		const char *ex[2] = { "EXISTS", keys[i].data };
+		if ((rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 2, ex, NULL)) < 0) {
+			send_drop(rt);
+			goto out;
+		}
+	}
+	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	if (rc < 0)
+		goto unwatch;
+	/* the gone ones, by member */
+	argv[0] = "SREM";
+	argv[1] = rt->kindex.data;
+	n = 2;
+	for (size_t i = 0, k = 0; i < mem->elements; i++) {
+		if (!ok[i])
+			continue;
+		if (rep[1 + k]->integer == 0)
+			argv[n++] = mem->element[i]->str;
+		k++;
+	}
+	sc_redis_free_replies(rep, got);
+	got = 0;
+	if (n == 2)
+		goto unwatch;
+	const char *m[1] = { "MULTI" }, *x[1] = { "EXEC" };
+	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, 1, m, NULL)) < 0 ||
+	    (rc = sc_redis_append(rt->conn, SC_RT_STATUS, (int)n, argv, NULL)) < 0 ||
+	    (rc = sc_redis_append(rt->conn, SC_RT_ARRAY | SC_RT_NIL, 1, x, NULL)) < 0) {
+		/* only complete transactions go out: drop the connection instead */
+		sc_redis_reconnect(rt->conn);
+		goto out;
+	}
+	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	if (rc == 0 && rep[2]->type == REDIS_REPLY_ARRAY && rep[2]->elements == 1 &&
+	    rep[2]->element[0] && rep[2]->element[0]->type == REDIS_REPLY_INTEGER &&
+	    rep[2]->element[0]->integer > 0)
+		count(&T(rt)->index_trimmed, (uint64_t)rep[2]->element[0]->integer);
+	goto out; /* EXEC (or a failure that dropped the connection) ended the WATCH */
+unwatch:
+	if (sc_redis_connected(rt->conn)) {
+		const char *u[1] = { "UNWATCH" };
+		(void)sc_redis_command(rt->conn, SC_RT_STATUS, NULL, 1, u, NULL);
+	}
+out:
+	if (rep)
+		sc_redis_free_replies(rep, got);
+	for (size_t i = 0; keys && i < nk; i++)
+		free(keys[i].data);
+	free(scratch.data);
+	free(keys);
+	free(argv);
+	free(rep);
+	return rc < 0 && !sc_redis_class_is_down(rc) ? 0 : rc;
+}
+
+/* Resync: delete (fenced, with events) the fetched entries that were ours. */
+static int resync_delete(struct sc_tier_rt *rt, const char **own, size_t n)
+{
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = queue_del_id(rt, own[i]);
+	if (rc == 0 && n)
+		rc = flush(rt);
+	if (rc < 0) {
+		discard(rt);
+		return rc;
+	}
+	count(&T(rt)->resync_deleted, n);
+	return 0;
+}
+
 /* One SSCAN step: > 0 entries installed, 0 none, < 0 a failure of the
- * connection's kind (as import_events). */
+ * connection's kind (as import_events), or -ESTALE (fenced out). */
 static int scan_step(struct sc_tier_rt *rt)
 {
 	struct sc_tier *t = T(rt);
 	redisReply *r = NULL, **rep = NULL;
 	const redisReply **ids = NULL;
-	size_t nq = 0, nids = 0, got = 0;
+	const char **own = NULL;
+	bool *ok = NULL;
+	size_t nq = 0, nids = 0, nown = 0, got = 0;
 	int64_t now = sc_mono_ms();
 	int rc, installed = 0;
 
-	if (!strcmp(rt->scan_cursor, "0") && now < rt->scan_next)
-		return 0;
+	if (!strcmp(rt->scan_cursor, "0")) {
+		/* a pass is due, or has a duty that should not wait */
+		if (now < rt->scan_next && !rt->gap_pending &&
+		    !(rt->fmt == SC_RFMT_NATIVE && atomic_load_explicit(&t->resync, memory_order_relaxed)))
+			return 0;
+		/* a new pass: what it does besides trimming */
+		rt->pass_import = rt->fmt == SC_RFMT_SEED || rt->gap_pending;
+		rt->gap_pending = false;
+		rt->pass_resync = rt->fmt == SC_RFMT_NATIVE &&
+		                  atomic_exchange_explicit(&t->resync, 0, memory_order_relaxed);
+	}
 	const char *argv[5] = { "SSCAN", rt->kindex.data, rt->scan_cursor, "COUNT",
 	                        SC_SEED_SCAN_COUNT };
 	if ((rc = sc_redis_command(rt->conn, SC_RT_ARRAY, &r, 5, argv, NULL)) < 0)
-		return rc;
+		goto fail;
 	/* [cursor, [members...]] */
 	const redisReply *cur = r->elements == 2 ? r->element[0] : NULL;
 	const redisReply *mem = r->elements == 2 ? r->element[1] : NULL;
@@ -1426,44 +1729,51 @@ static int scan_step(struct sc_tier_rt *rt)
 	    sc_redis_check_array(mem, SC_RT_STRING, SC_SEED_SCAN_MAX) < 0) {
 		count(&t->import_rejected, 1);
 		strcpy(rt->scan_cursor, "0"); /* start over, after the pause */
-		rt->scan_next = now + SC_SEED_PASS_MS;
+		rt->scan_next = now + rt->pass_ms;
 		rc = 0;
 		goto out;
 	}
 	memcpy(rt->scan_cursor, cur->str, cur->len);
 	rt->scan_cursor[cur->len] = '\0';
-	if (!strcmp(rt->scan_cursor, "0"))
-		rt->scan_next = now + SC_SEED_PASS_MS;
-	if (mem->elements && !(ids = calloc(mem->elements, sizeof *ids))) {
+	if (!strcmp(rt->scan_cursor, "0")) {
+		rt->scan_next = now + rt->pass_ms;
+		if (rt->pass_resync)
+			count(&t->resyncs, 1);
+	}
+	if (!mem->elements)
+		goto out;
+	ids = calloc(mem->elements, sizeof *ids);
+	own = calloc(mem->elements, sizeof *own);
+	ok = calloc(mem->elements, sizeof *ok);
+	if (!ids || !own || !ok) {
 		rc = -ENOMEM;
 		goto out;
 	}
+	bool fetch = rt->pass_import || rt->pass_resync;
 	for (size_t i = 0; i < mem->elements; i++) {
 		const redisReply *m = mem->element[i];
 		uint8_t d[32];
 
-		if (sc_rid_check(SC_RFMT_SEED, m->str, m->len) != 0) {
-			/* remembered too (by a digest in a namespace no seed id
-			 * shares), so it is counted once, not at every pass */
-			if (sc_key_digest("\x01not-a-seed-id", m->str, d) == 0 &&
-			    !seen_lately(rt, d, now, false)) {
-				seen_lately(rt, d, now, true);
-				count(&t->import_rejected, 1);
-			}
+		if (member_digest(rt, m, now, d) < 0)
 			continue;
-		}
-		if (seed_digest(rt, m->str, d) < 0 || sc_present_digest(rt->c, d) != 0 ||
-		    seen_lately(rt, d, now, false))
+		ok[i] = true;
+		if (!fetch || sc_present_digest(rt->c, d) != 0 || seen_lately(rt, d, now, false))
 			continue;
-		seen_lately(rt, d, now, true);
-		if ((rc = queue_fetch(rt, rt->conn, m->str, &rt->kentry, &rt->kemb)) < 0) {
+		/* remembered as fetched, except for a resync, which must see
+		 * every one of ours */
+		if (!rt->pass_resync)
+			seen_lately(rt, d, now, true);
+		ids[nids++] = m;
+	}
+	if ((rc = trim_members(rt, mem, ok)) < 0)
+		goto fail;
+	for (size_t i = 0; i < nids; i++) {
+		if ((rc = queue_fetch(rt, rt->conn, ids[i]->str, &rt->kentry, &rt->kemb)) < 0) {
 			discard(rt);
 			goto out;
 		}
-		ids[nids++] = m;
 		nq += FETCH_N(rt);
 	}
-	rc = 0;
 	if (!nq)
 		goto out;
 	if (!(rep = calloc(nq, sizeof *rep))) {
@@ -1473,31 +1783,51 @@ static int scan_step(struct sc_tier_rt *rt)
 	}
 	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
 	if (rc < 0 && sc_redis_class_is_down(rc))
-		goto out;
-	rc = 0; /* a bad reply type is a rejected value */
+		goto fail;
 	for (size_t i = 0; i < nids; i++) {
 		const redisReply *v[4] = { NULL, NULL, NULL, NULL };
 		for (size_t j = 0; j < 4; j++)
-			v[j] = 4 * i + j < got ? rep[4 * i + j] : NULL;
-		installed += install(rt, ids[i]->str, v, rt->row, NULL) > 0;
+			v[j] = FETCH_N(rt) * i + j < got && j < FETCH_N(rt) ? rep[FETCH_N(rt) * i + j]
+			                                                     : NULL;
+		int res = install(rt, ids[i]->str, v, rt->row, NULL, true);
+		if (res == 1 && rt->pass_import)
+			installed++;
+		else if (res == 2 && rt->pass_resync)
+			own[nown++] = ids[i]->str;
 	}
+	if ((rc = resync_delete(rt, own, nown)) < 0)
+		goto fail;
 	rc = installed;
+	goto out;
+fail:
+	if (rc == -ESTALE) {
+		rt->holder = false; /* fenced out by a newer holder: its pass now */
+		rc = 0;
+	}
+	/* the pass runs again from the start, with the same duties */
+	if (rt->pass_resync)
+		atomic_store_explicit(&t->resync, 1, memory_order_relaxed);
+	if (rt->pass_import && rt->fmt == SC_RFMT_NATIVE)
+		rt->gap_pending = true;
+	strcpy(rt->scan_cursor, "0");
+	rt->scan_next = 0;
 out:
 	if (rep)
 		sc_redis_free_replies(rep, got);
 	free(rep);
 	free(ids);
+	free(own);
+	free(ok);
 	freeReplyObject(r);
 	return rc;
 }
 
-/* What other hosts wrote: the event stream, and in the seed format a step
- * of the index SET's scan.  > 0 work done, 0 none, < 0 failure. */
+/* What other hosts wrote: the event stream, then a step of the index
+ * pass.  > 0 work done, 0 none, < 0 failure. */
 static int import_poll(struct sc_tier_rt *rt)
 {
 	int rc = import_events(rt);
-	if (rc < 0 || rt->fmt != SC_RFMT_SEED ||
-	    !atomic_load_explicit(&T(rt)->stream_init, memory_order_relaxed))
+	if (rc < 0 || !atomic_load_explicit(&T(rt)->stream_init, memory_order_relaxed))
 		return rc;
 	int rs = scan_step(rt);
 	return rs < 0 ? rs : rc + rs;
@@ -1649,7 +1979,7 @@ static int read_through(struct sc_tier_rt *rt, const char *id, semcache_response
 	const redisReply *v[4];
 	for (size_t j = 0; j < 4; j++)
 		v[j] = j < got ? rep[j] : NULL;
-	install(rt, id, v, rt->rrow, out);
+	install(rt, id, v, rt->rrow, out, false);
 	sc_redis_free_replies(rep, got);
 	if (!*out)
 		return SEMCACHE_ENOTFOUND;
@@ -1777,7 +2107,12 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 	rt->fmt = o.format == SEMCACHE_TIER_SEED ? SC_RFMT_SEED : SC_RFMT_NATIVE;
 	rt->seed_ns = dup_or_null(o.seed_namespace ? o.seed_namespace : "", &fail);
 	strcpy(rt->scan_cursor, "0");
-	if (rt->fmt == SC_RFMT_SEED && !(rt->seen = calloc(SC_SEED_SEEN, sizeof *rt->seen)))
+	rt->pass_ms = rt->fmt == SC_RFMT_SEED ? SC_SEED_PASS_MS
+	            : o.index_pass_ms ? o.index_pass_ms : SC_INDEX_PASS_MS;
+	/* the first pass after a start comes at once in the seed format (its
+	 * import), after one period in the native one */
+	rt->scan_next = rt->fmt == SC_RFMT_SEED ? 0 : sc_mono_ms() + rt->pass_ms;
+	if (!(rt->seen = calloc(SC_SEED_SEEN, sizeof *rt->seen)))
 		fail = true;
 	rt->batch = o.batch ? o.batch : 256;
 	rt->warmup = o.warmup ? o.warmup : 1000;
@@ -1937,5 +2272,9 @@ int semcache_tier_stat(semcache *c, semcache_tier_stats *st)
 	st->dropped = atomic_load_explicit(&t->dropped, memory_order_relaxed);
 	st->deletes_lost = atomic_load_explicit(&t->del_overflow, memory_order_relaxed);
 	st->resync_needed = atomic_load_explicit(&t->resync, memory_order_relaxed) != 0;
+	st->index_trimmed = atomic_load_explicit(&t->index_trimmed, memory_order_relaxed);
+	st->import_gaps = atomic_load_explicit(&t->import_gaps, memory_order_relaxed);
+	st->resyncs = atomic_load_explicit(&t->resyncs, memory_order_relaxed);
+	st->resync_deleted = atomic_load_explicit(&t->resync_deleted, memory_order_relaxed);
 	return 0;
 }

@@ -582,6 +582,11 @@ typedef struct semcache_tier_options {
 	                             * the reference service (its ids are this
 	                             * namespace's keys); NULL = "" (the empty
 	                             * namespace).  Ignored by the native format. */
+	uint32_t index_pass_ms;  /* native format: a pass over the index SET (trimming
+	                          * ids whose entry is gone; importing after a gap in
+	                          * the event stream; resync after lost deletions)
+	                          * starts at most this often; 0 = 30000.  The seed
+	                          * format passes every second (its import needs it). */
 } semcache_tier_options;
 
 #define SEMCACHE_TIER_NATIVE 0
@@ -635,9 +640,16 @@ typedef struct semcache_tier_stats {
 	uint64_t read_through;     /* exact misses answered from Redis */
 	uint64_t dropped;          /* PUT items dropped on a full outbox (re-exported by a sweep) */
 	uint64_t deletes_lost;     /* deletions that found the outbox full */
-	int resync_needed;         /* deletes_lost > 0: Redis may hold deleted entries */
+	int resync_needed;         /* a deletion was lost and no resync pass has started
+	                            * since (native: the next index pass resyncs) */
 	uint64_t seed_skipped;     /* seed format: entries and deletions kept local
 	                            * (another namespace, a key that is no seed id) */
+	uint64_t index_trimmed;    /* index SET members of entries gone from Redis, removed */
+	uint64_t import_gaps;      /* times events were trimmed from the stream before this
+	                            * segment read them (an import pass followed) */
+	uint64_t resyncs;          /* resync passes completed */
+	uint64_t resync_deleted;   /* entries this segment exported and no longer held,
+	                            * deleted from Redis by resync passes */
 } semcache_tier_stats;
 
 /* The tier's state as the segment records it.  Lock-free, never waits. */

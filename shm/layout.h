@@ -201,13 +201,16 @@ struct sc_tier {
 	_Atomic uint64_t del_overflow;       /* +312: deletions not enqueued (writers) */
 	_Atomic uint64_t swept;              /* +320: entries re-exported by a sweep (holder) */
 	_Atomic uint64_t takeovers;          /* +328: leases taken from a dead or stale holder */
-	_Atomic uint32_t resync;             /* +336: a deletion was lost (writers set; never cleared) */
+	_Atomic uint32_t resync;             /* +336: a deletion was lost (writers set; the
+	                                      *       holder clears it when a resync pass starts) */
 	_Atomic uint32_t sweep_wanted;       /* +340: writers set after a drop; the holder clears */
 	_Atomic uint64_t read_through;       /* +344: misses answered from Redis (any process) */
 	_Atomic uint64_t seed_skipped;       /* +352: seed format: entries and deletions kept
 	                                      *       local (other namespace, key not a seed
 	                                      *       id) (holder) */
-	uint8_t pad3_[24];                   /* +360 */
+	_Atomic uint64_t index_trimmed;      /* +360: index members of gone entries removed (holder) */
+	_Atomic uint64_t import_gaps;        /* +368: events trimmed before we read them (holder) */
+	_Atomic uint64_t resync_deleted;     /* +376: our entries deleted by resync passes (holder) */
 	/* outbox control: head line 1024..1087, tail line 1088..1151 */
 	alignas(64) _Atomic uint64_t ob_head;   /* +384: next position; writers under wlock */
 	uint8_t pad4_[56];
@@ -218,7 +221,11 @@ struct sc_tier {
 	_Atomic uint32_t ob_wake;            /* +476: futex word: writers bump it after a push
 	                                      *       while ob_sleep is set (the idle holder) */
 	_Atomic uint32_t ob_sleep;           /* +480: 1 while the holder sleeps on ob_wake */
-	uint8_t pad5_[28];                   /* +484 */
+	_Atomic uint32_t stream_counted;     /* +484: 1 while stream_added is known */
+	_Atomic uint64_t resyncs;            /* +488: resync passes completed (holder) */
+	_Atomic uint64_t stream_added;       /* +496: the stream's entries-added count at our
+	                                      *       position (gap detection) */
+	uint8_t pad5_[8];                    /* +504 */
 };
 
 /* One outbox item: 320 bytes (five lines).  Written under wlock before `seq`.
@@ -413,6 +420,8 @@ _Static_assert(offsetof(struct sc_tier, ob_tail) == 448, "layout");
 _Static_assert(sizeof(struct sc_obitem) == 320, "layout");
 _Static_assert(offsetof(struct sc_obitem, key) == 64, "layout");
 _Static_assert(offsetof(struct sc_tier, seed_skipped) == 352, "layout");
+_Static_assert(offsetof(struct sc_tier, resync_deleted) == 376, "layout");
+_Static_assert(offsetof(struct sc_tier, resyncs) == 488, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "layout");
 
 /*
@@ -433,6 +442,7 @@ static inline uint64_t sc_layout_signature(void)
 		sizeof(struct sc_tier), offsetof(struct sc_tier, ob_head),
 		offsetof(struct sc_tier, ob_tail), sizeof(struct sc_obitem), SC_TIER_ERRLEN,
 		offsetof(struct sc_obitem, key), SC_OB_KEY_MAX, offsetof(struct sc_tier, seed_skipped),
+		offsetof(struct sc_tier, resync_deleted), offsetof(struct sc_tier, resyncs),
 	};
 	uint64_t h = UINT64_C(1469598103934665603);
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {

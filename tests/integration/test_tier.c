@@ -205,6 +205,7 @@ Test(tier, put_on_a_is_found_on_b_by_get_and_search, .init = start_two, .fini = 
 	cr_assert_eq(sb.import_deleted, 1);
 	cr_assert_eq(sa.imported, 0, "A imported its own event");
 	cr_assert_eq(sb.import_rejected, 0);
+	cr_assert_eq(sb.import_gaps, 0, "a gap where none was");
 	char report[1024];
 	cr_assert_eq(semcache_verify(B, report, sizeof report), 0, "%s", report);
 }
@@ -860,4 +861,138 @@ Test(tier, a_stale_holders_batch_is_fenced_out, .init = start_two, .fini = stop_
 	kill(child, SIGKILL);
 	cr_assert_eq(waitpid(child, NULL, 0), child);
 	relay_stop(&rl);
+}
+
+/* ------------------------------------------------------------------------
+ * The index pass: trimming, gaps in the event stream, resync
+ * ---------------------------------------------------------------------- */
+
+/* One command on a fresh connection to srv; its integer reply (or 0 for a
+ * status reply). */
+static long long redis_do(int argc, const char **argv)
+{
+	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
+	                        .command_timeout_ms = 2000 };
+	sc_redis_conn *rc = NULL;
+	redisReply *r = NULL;
+	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
+	int e = sc_redis_command(rc, SC_RT_INTEGER | SC_RT_STATUS, &r, argc, argv, NULL);
+	cr_assert_eq(e, 0, "%s: %s", argv[0], sc_redis_last_error(rc));
+	long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	sc_redis_close(rc);
+	return v;
+}
+
+static long long index_size(void)
+{
+	const char *argv[2] = { "SCARD", "t:llm_cache_index" };
+	return redis_do(2, argv);
+}
+
+static void entry_key(int i, char *out, size_t n)
+{
+	char key[32], id[SC_RID_NATIVE_LEN + 1];
+	snprintf(key, sizeof key, "key-%d;", i);
+	cr_assert_eq(sc_rid_native("ns", key, id), 0);
+	snprintf(out, n, "t:llm_cache:%s", id);
+}
+
+static void start_tier_pass(semcache *c, uint32_t pass_ms)
+{
+	semcache_tier_options o = topts(NULL);
+	o.index_pass_ms = pass_ms;
+	int rc = semcache_tier_start(c, &o);
+	cr_assert_eq(rc, 0, "tier_start: %s", semcache_strerror(rc));
+}
+
+/* Entries that left Redis (expired, or deleted by a host that could not
+ * SREM) leave the index SET too; live ones stay. */
+Test(tier_index, members_of_gone_entries_are_trimmed, .init = start_two, .fini = stop_all,
+     .timeout = 120)
+{
+	start_tier_pass(A, 100);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(put_i(A, i, "t"), 0);
+	AWAIT(tstat(A).exported == 20 && tstat(A).outbox_depth == 0, "exported");
+	cr_assert_eq(index_size(), 20);
+	for (int i = 0; i < 5; i++) {
+		char k[160];
+		entry_key(i, k, sizeof k);
+		const char *argv[2] = { "DEL", k };
+		cr_assert_eq(redis_do(2, argv), 1);
+	}
+	AWAIT(index_size() == 15, "trimmed to the live ids");
+	AWAIT(tstat(A).index_trimmed == 5, "counted");
+	/* and stays so: live members are never trimmed */
+	tr_sleep_ms(400);
+	cr_assert_eq(index_size(), 15);
+	cr_assert_eq(tstat(A).index_trimmed, 5);
+}
+
+/* B's syncer was away while the stream lost events it had not read (as
+ * when more than the stream's cap is written meanwhile): B notices the gap
+ * and an index pass brings the entries the events named. */
+Test(tier_index, events_trimmed_before_they_were_read_are_filled_by_a_pass, .init = start_two,
+     .fini = stop_all, .timeout = 120)
+{
+	start_tier(A);
+	start_tier_pass(B, 100);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP && tstat(B).state == SEMCACHE_TIER_UP, "up");
+	cr_assert_eq(put_i(A, 100, "first"), 0);
+	AWAIT(has_i(B, 100, "first") == 1, "B reads events");
+	cr_assert_eq(tstat(B).import_gaps, 0);
+	cr_assert_eq(semcache_tier_stop(B), 0);
+	for (int i = 0; i < 30; i++)
+		cr_assert_eq(put_i(A, i, "gap"), 0);
+	AWAIT(tstat(A).exported == 31 && tstat(A).outbox_depth == 0, "exported");
+	const char *trim[4] = { "XTRIM", "t:llm_cache_events", "MAXLEN", "0" };
+	cr_assert_geq(redis_do(4, trim), 30);
+	start_tier_pass(B, 100);
+	AWAIT(count_present(B, 0, 30, "gap") == 30, "B filled the gap");
+	cr_assert_eq(tstat(B).import_gaps, 1);
+	cr_assert_eq(tstat(B).import_rejected, 0);
+}
+
+/* Deletions that found the outbox full are not lost for good: the next
+ * index pass deletes what this segment exported and no longer holds, with
+ * events, so the other hosts drop those entries too. */
+Test(tier_index, deletions_lost_to_a_full_outbox_are_resynced, .init = start_two,
+     .fini = stop_all, .timeout = 180)
+{
+	start_tier_pass(A, 100);
+	start_tier(B);
+	AWAIT(tstat(A).state == SEMCACHE_TIER_UP && tstat(B).state == SEMCACHE_TIER_UP, "up");
+	for (int i = 0; i < 300; i++)
+		cr_assert_eq(put_i(A, i, "r"), 0);
+	AWAIT(count_present(B, 0, 300, "r") == 300 && tstat(A).outbox_depth == 0, "on B");
+	tr_signal(&srv, SIGSTOP);
+	/* the ring (1024) takes 768 puts, then 256 deletions: 44 are lost */
+	for (int i = 300; i < 1068; i++)
+		cr_assert_eq(put_i(A, i, "r"), 0);
+	for (int i = 0; i < 300; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "key-%d;", i);
+		cr_assert_eq(semcache_invalidate(A, "ns", key, NULL), 0);
+	}
+	semcache_tier_stats st = tstat(A);
+	cr_assert_eq(st.dropped, 0);
+	cr_assert_eq(st.deletes_lost, 44);
+	cr_assert_eq(st.resync_needed, 1);
+	tr_signal(&srv, SIGCONT);
+	AWAIT(tstat(A).resyncs >= 1 && tstat(A).outbox_depth == 0, "a resync pass");
+	AWAIT(count_present(B, 0, 300, "r") == 0, "every deletion reached B");
+	for (int i = 0; i < 300; i++) {
+		char k[160];
+		entry_key(i, k, sizeof k);
+		cr_assert_eq(redis_exists(k), 0, "key-%d; is still in Redis", i);
+	}
+	st = tstat(A);
+	cr_assert_eq(st.resync_needed, 0);
+	cr_assert_geq(st.resync_deleted, 44);
+	cr_assert_leq(st.resync_deleted, 300);
+	/* what A still holds was not touched */
+	cr_assert_eq(count_present(A, 300, 1068, "r"), 768);
+	AWAIT(count_present(B, 300, 1068, "r") == 768, "the puts on B");
+	cr_assert_eq(index_size(), 768);
 }

@@ -281,6 +281,35 @@ Test(redis_native, entry_round_trips_with_payload_and_id)
 	free(p.data);
 }
 
+Test(redis_native, origin_is_optional_round_trips_and_is_bounded)
+{
+	sc_buf p = record("tenant", "k1", "gpt"), out = { 0 };
+	sc_rentry e = entry_for(&p), d;
+	char big[SC_RORIGIN_MAX + 2];
+
+	/* without: decodes with none (values written before the field) */
+	cr_assert_eq(sc_rnative_encode(&e, 1u << 20, &out), 0);
+	cr_assert_eq(sc_rnative_decode(out.data, out.len, NULL, &d, NULL), 0);
+	cr_assert_eq(d.origin_len, 0);
+	cr_assert_null(d.origin);
+	/* with: comes back as written */
+	e.origin = "0123456789abcdef0123456789abcdef";
+	e.origin_len = 32;
+	cr_assert_eq(sc_rnative_encode(&e, 1u << 20, &out), 0);
+	cr_assert_eq(sc_rnative_decode(out.data, out.len, NULL, &d, NULL), 0);
+	cr_assert(d.origin_len == 32 && memcmp(d.origin, e.origin, 32) == 0);
+	/* over the cap, or with a NUL: refused on both sides */
+	memset(big, 'a', sizeof big);
+	e.origin = big;
+	e.origin_len = SC_RORIGIN_MAX + 1;
+	cr_assert_eq(sc_rnative_encode(&e, 1u << 20, &out), -EINVAL);
+	e.origin = "ab\0cd";
+	e.origin_len = 5;
+	cr_assert_eq(sc_rnative_encode(&e, 1u << 20, &out), -EINVAL);
+	free(out.data);
+	free(p.data);
+}
+
 Test(redis_native, entry_under_another_id_is_refused)
 {
 	sc_buf p = record("tenant", "k1", "gpt"), out = { 0 };
