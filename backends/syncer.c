@@ -63,6 +63,7 @@
 
 #define SC_TIER_POLL_MS   200   /* a waiter's lease check */
 #define SC_TIER_IDLE_MS   20    /* an idle holder's pause between polls */
+#define SC_BELL_BLOCK     200u  /* the doorbell's XREAD BLOCK (ms): also its stop latency */
 #define SC_TIER_STREAM_MAX "100000" /* events kept in the stream (approximately) */
 #define SC_TIER_IMPORT_MAX 256u /* events read per XREAD */
 #define SC_TIER_VALUE_SLACK (64u * 1024u) /* entry value beyond max_payload */
@@ -81,6 +82,8 @@ struct seen { uint64_t h; int64_t until; };
 struct sc_tier_rt {
 	semcache *c;
 	pthread_t th;
+	pthread_t bell;       /* the doorbell thread (see "The doorbell") */
+	sc_redis_config bcfg; /* its connection's: a deadline past its BLOCK */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
@@ -1941,6 +1944,69 @@ static void *run(void *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * The doorbell
+ *
+ * The holder's idle nap ends when a writer of this segment pushes to the
+ * outbox (the futex word ob_wake), but other hosts' events would wait for
+ * its next poll (SC_TIER_IDLE_MS).  So a second thread, while this
+ * process holds the lease, blocks in XREAD BLOCK on a connection of its
+ * own for events newer than the last it saw, and rings ob_wake when some
+ * arrive: the syncer wakes and imports them at once.  The doorbell applies
+ * nothing and touches no tier state (a failure only pauses it, and the
+ * syncer's poll covers the pause), so it shares nothing with the syncer
+ * thread but that word and the stop flag.
+ * ---------------------------------------------------------------------- */
+static void *bell_run(void *arg)
+{
+	struct sc_tier_rt *rt = arg;
+	struct sc_tier *t = T(rt);
+	sc_redis_conn *conn = NULL;
+	char last[48] = "$", block[16], cnt[16];
+
+	snprintf(block, sizeof block, "%u", SC_BELL_BLOCK);
+	snprintf(cnt, sizeof cnt, "%u", SC_TIER_IMPORT_MAX);
+	while (!stopping(rt)) {
+		if (atomic_load_explicit(&t->lease, memory_order_relaxed) != rt->mine) {
+			strcpy(last, "$");
+			pause_ms(rt, SC_TIER_POLL_MS);
+			continue;
+		}
+		if (!sc_redis_connected(conn)) {
+			int rc = conn ? sc_redis_reconnect(conn) : sc_redis_connect(&rt->bcfg, &conn);
+			if (rc < 0) {
+				pause_ms(rt, 1000);
+				continue;
+			}
+			strcpy(last, "$");
+		}
+		redisReply *r = NULL;
+		const char *argv[8] = { "XREAD", "BLOCK", block, "COUNT", cnt, "STREAMS",
+		                        rt->kstream.data, last };
+		if (sc_redis_command(conn, SC_RT_ARRAY | SC_RT_NIL, &r, 8, argv, NULL) < 0) {
+			pause_ms(rt, 1000);
+			continue;
+		}
+		const redisReply *arr;
+		if (sc_tier_xread_entries(r, SC_TIER_IMPORT_MAX, &arr) == 0 && arr->elements) {
+			/* from the newest we were given on; "$" if it has no id */
+			const redisReply *e = arr->element[arr->elements - 1];
+			const redisReply *id = e->elements == 2 ? e->element[0] : NULL;
+			if (is_str(id) && id->len < sizeof last) {
+				memcpy(last, id->str, id->len);
+				last[id->len] = '\0';
+			} else {
+				strcpy(last, "$");
+			}
+			atomic_fetch_add_explicit(&t->ob_wake, 1, memory_order_relaxed);
+			sc_futex_wake_all(&t->ob_wake);
+		}
+		freeReplyObject(r);
+	}
+	sc_redis_close(conn);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
  * Read-through (application threads)
  * ---------------------------------------------------------------------- */
 /* id: the entry's id in the tier's format (the native digest's hex, or
@@ -2128,6 +2194,8 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 	                o.backoff_cap_ms ? o.backoff_cap_ms : 2000, 0);
 	rt->read_through_ms = o.read_through_ms;
 	rt->rcfg = rt->cfg;
+	rt->bcfg = rt->cfg;
+	rt->bcfg.command_timeout_ms = rt->cfg.command_timeout_ms + SC_BELL_BLOCK;
 	rt->rcfg.connect_timeout_ms = o.read_through_ms ? o.read_through_ms : 1;
 	rt->rcfg.command_timeout_ms = o.read_through_ms ? o.read_through_ms : 1;
 	sc_backoff_init(&rt->rbo, o.backoff_base_ms ? o.backoff_base_ms : 50,
@@ -2177,6 +2245,18 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 		rc = -rc;
 		goto fail;
 	}
+	if ((rc = pthread_create(&rt->bell, NULL, bell_run, rt)) != 0) {
+		pthread_mutex_lock(&rt->mu);
+		rt->stop = true;
+		pthread_cond_broadcast(&rt->cv);
+		pthread_mutex_unlock(&rt->mu);
+		atomic_fetch_add_explicit(&c->hdr->tier.ob_wake, 1, memory_order_relaxed);
+		sc_futex_wake_all(&c->hdr->tier.ob_wake);
+		pthread_join(rt->th, NULL);
+		pthread_mutex_unlock(&c->tier_mu);
+		rc = -rc;
+		goto fail;
+	}
 	c->tier_rt = rt;
 	pthread_mutex_unlock(&c->tier_mu);
 	return 0;
@@ -2197,13 +2277,14 @@ int semcache_tier_stop(semcache *c)
 		return -ENOENT;
 	pthread_mutex_lock(&rt->mu);
 	rt->stop = true;
-	pthread_cond_signal(&rt->cv);
+	pthread_cond_broadcast(&rt->cv); /* both threads may nap on it */
 	pthread_mutex_unlock(&rt->mu);
 	/* and out of idle_wait (a spurious wake for nobody else: only the
 	 * holder sleeps there, and it re-checks) */
 	atomic_fetch_add_explicit(&c->hdr->tier.ob_wake, 1, memory_order_relaxed);
 	sc_futex_wake_all(&c->hdr->tier.ob_wake);
 	pthread_join(rt->th, NULL);
+	pthread_join(rt->bell, NULL); /* within one BLOCK (200 ms) */
 	rt_free(rt);
 	return 0;
 }

@@ -10,8 +10,9 @@
  *    with values of the same sizes, on the same server.
  *  - cross-host lag: from a put on segment A to the entry being found by
  *    an exact get on segment B (each with its own syncer), p50 and p99,
- *    against one loopback round trip (PING).  The lag is dominated by the
- *    syncers' idle poll (20 ms), which this row makes visible.
+ *    against one loopback round trip (PING).  A put wakes A's syncer
+ *    and B's doorbell (XREAD BLOCK) wakes B's, so the lag is a few round
+ *    trips plus thread wake-ups, not the 20 ms idle poll.
  *  - request path while Redis is SIGSTOPped: p99 of put and get on a
  *    segment whose tier is configured and whose syncer is degraded,
  *    against the same on a segment with no tier (goal: ratio <= 1.2).
