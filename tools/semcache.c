@@ -1247,6 +1247,9 @@ static void print_tier_text(FILE *f, const semcache_tier_stats *t)
 	     t->import_rejected);
 	TROW("seed skipped", "%" PRIu64 " entries and deletions kept local (seed format)",
 	     t->seed_skipped);
+	TROW("index pass", "%" PRIu64 " members trimmed, %" PRIu64 " gaps in the events, %" PRIu64
+	     " resyncs deleting %" PRIu64 " entries", t->index_trimmed, t->import_gaps, t->resyncs,
+	     t->resync_deleted);
 	TROW("reconnects", "%" PRIu64 ", takeovers %" PRIu64, t->reconnects, t->takeovers);
 #undef TROW
 }
@@ -1456,6 +1459,10 @@ static json_t *tier_json(const semcache_tier_stats *t)
 	bad |= jput(o, "import_rejected", jint(t->import_rejected));
 	bad |= jput(o, "read_through", jint(t->read_through));
 	bad |= jput(o, "seed_skipped", jint(t->seed_skipped));
+	bad |= jput(o, "index_trimmed", jint(t->index_trimmed));
+	bad |= jput(o, "import_gaps", jint(t->import_gaps));
+	bad |= jput(o, "resyncs", jint(t->resyncs));
+	bad |= jput(o, "resync_deleted", jint(t->resync_deleted));
 	bad |= jput(o, "reconnects", jint(t->reconnects));
 	bad |= jput(o, "takeovers", jint(t->takeovers));
 	if (bad) {
@@ -1580,6 +1587,13 @@ static void print_stat_prom(FILE *f, const struct snapshot *s)
 	         tt->read_through);
 	prom_u64(f, "tier_seed_skipped_total", "counter",
 	         "Seed format: entries and deletions kept local.", tt->seed_skipped);
+	prom_u64(f, "tier_index_trimmed_total", "counter",
+	         "Index members of entries gone from Redis, removed.", tt->index_trimmed);
+	prom_u64(f, "tier_import_gaps_total", "counter",
+	         "Events trimmed from the stream before they were read.", tt->import_gaps);
+	prom_u64(f, "tier_resyncs_total", "counter", "Resync passes completed.", tt->resyncs);
+	prom_u64(f, "tier_resync_deleted_total", "counter",
+	         "Entries deleted from Redis by resync passes.", tt->resync_deleted);
 	prom_family(f, "tier_last_error", "gauge", "Class of the last tier failure (value 1).");
 	fprintf(f, "semcache_tier_last_error{class=\"%s\"} 1\n", tt->last_error_class);
 
