@@ -420,6 +420,10 @@ check "sync --help names --format and --seed-namespace" \
 expect 2 "sync --port 0 is a usage error" sync --port 0
 expect 2 "sync --prefix with a space is a usage error" sync --prefix "a b"
 expect 2 "sync --password-env naming an unset variable" sync --password-env SC_NO_SUCH_VAR_$$
+# On a path with no segment: options are checked before the segment is
+# opened, and an option accepted by mistake fails here with exit 3 instead
+# of leaving a sidecar running.
+SEG=$REAL.absent
 expect 2 "sync --format with an unknown format is a usage error" sync --format json
 check "the bad format is named" grep -q "'native' or 'seed', not 'json'" "$TMP/err"
 expect 2 "sync --format is case-sensitive" sync --format SEED
@@ -427,6 +431,8 @@ expect 2 "sync --seed-namespace without --format is a usage error" sync --seed-n
 check "the refusal says what it needs" grep -q -- "--seed-namespace needs --format seed" "$TMP/err"
 expect 2 "sync --seed-namespace with --format native is a usage error" \
 	sync --format native --seed-namespace t
+check "the refused syncs created nothing" [ ! -e "$SEG" ]
+SEG=$REAL
 # A private redis-server on a free loopback port, ours to stop by its pid.
 expect 0 "put before sync" put ns1 before-sync <"$TMP/rec2.json"
 RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
