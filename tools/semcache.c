@@ -1709,14 +1709,15 @@ static int cmd_stat(int argc, char **argv)
 static int cmd_sync(int argc, char **argv)
 {
 	enum { O_HOST, O_PORT, O_UNIX, O_USER, O_PASS, O_DB, O_PREFIX, O_CTO, O_TO, O_BATCH,
-	       O_WARM, O_N };
+	       O_WARM, O_FORMAT, O_SEEDNS, O_N };
 	struct opt o[O_N] = {
 		[O_HOST] = OPT("host", true), [O_PORT] = OPT("port", true),
 		[O_UNIX] = OPT("unix", true), [O_USER] = OPT("user", true),
 		[O_PASS] = OPT("password-env", true), [O_DB] = OPT("db", true),
 		[O_PREFIX] = OPT("prefix", true), [O_CTO] = OPT("connect-timeout", true),
 		[O_TO] = OPT("command-timeout", true), [O_BATCH] = OPT("batch", true),
-		[O_WARM] = OPT("warmup", true),
+		[O_WARM] = OPT("warmup", true), [O_FORMAT] = OPT("format", true),
+		[O_SEEDNS] = OPT("seed-namespace", true),
 	};
 	const char *pos[1];
 	size_t npos;
@@ -1772,6 +1773,22 @@ static int cmd_sync(int argc, char **argv)
 	}
 	if (to.prefix && (strlen(to.prefix) > 64 || strpbrk(to.prefix, " \t\r\n")))
 		return usage_error("--prefix: at most 64 printable bytes without space");
+	if (o[O_FORMAT].seen) {
+		if (!strcmp(o[O_FORMAT].arg, "native"))
+			to.format = SEMCACHE_TIER_NATIVE;
+		else if (!strcmp(o[O_FORMAT].arg, "seed"))
+			to.format = SEMCACHE_TIER_SEED;
+		else
+			return usage_error("--format: 'native' or 'seed', not '%s'", o[O_FORMAT].arg);
+	}
+	if (o[O_SEEDNS].seen) {
+		/* Any string is a namespace to the library (the empty one too),
+		 * so there is nothing more to check; the native format would
+		 * silently ignore it, which would hide a mistake. */
+		if (to.format != SEMCACHE_TIER_SEED)
+			return usage_error("--seed-namespace needs --format seed");
+		to.seed_namespace = o[O_SEEDNS].arg;
+	}
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
@@ -2381,6 +2398,7 @@ static const char help_sync[] =
 	"                     [--password-env VAR] [--db N] [--prefix P]\n"
 	"                     [--connect-timeout S] [--command-timeout S]\n"
 	"                     [--batch N] [--warmup N]\n"
+	"                     [--format native|seed [--seed-namespace NS]]\n"
 	"\n"
 	"Run the segment's Redis syncer in this process until SIGINT or SIGTERM\n"
 	"(a sidecar for services that do not start one themselves).  One syncer\n"
@@ -2398,7 +2416,13 @@ static const char help_sync[] =
 	"  --connect-timeout S    connect + AUTH deadline (default 1)\n"
 	"  --command-timeout S    deadline of each pipelined batch (default 1)\n"
 	"  --batch N              outbox items per batch, 1..1024 (default 256)\n"
-	"  --warmup N             events a new segment reads back (default 1000)\n";
+	"  --warmup N             events a new segment reads back (default 1000)\n"
+	"  --format F             'native' (default) or 'seed': the reference\n"
+	"                         service's JSON, to share Redis with it; every\n"
+	"                         host on one prefix must use the same format\n"
+	"  --seed-namespace NS    with --format seed: the namespace shared with the\n"
+	"                         reference service, whose keys are its ids\n"
+	"                         (default: the empty namespace)\n";
 
 static const char help_version[] = "usage: semcache version\n";
 static const char help_help[] = "usage: semcache help [COMMAND]\n";

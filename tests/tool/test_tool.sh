@@ -415,9 +415,24 @@ SEG=$REAL
 # ---------------------------------------------------------------- sync
 expect 0 "sync --help" sync --help
 check "sync --help names the options" grep -q -- "--password-env" "$TMP/out"
+check "sync --help names --format and --seed-namespace" \
+	grep -q -- "--format native|seed \[--seed-namespace NS\]" "$TMP/out"
 expect 2 "sync --port 0 is a usage error" sync --port 0
 expect 2 "sync --prefix with a space is a usage error" sync --prefix "a b"
 expect 2 "sync --password-env naming an unset variable" sync --password-env SC_NO_SUCH_VAR_$$
+# On a path with no segment: options are checked before the segment is
+# opened, and an option accepted by mistake fails here with exit 3 instead
+# of leaving a sidecar running.
+SEG=$REAL.absent
+expect 2 "sync --format with an unknown format is a usage error" sync --format json
+check "the bad format is named" grep -q "'native' or 'seed', not 'json'" "$TMP/err"
+expect 2 "sync --format is case-sensitive" sync --format SEED
+expect 2 "sync --seed-namespace without --format is a usage error" sync --seed-namespace t
+check "the refusal says what it needs" grep -q -- "--seed-namespace needs --format seed" "$TMP/err"
+expect 2 "sync --seed-namespace with --format native is a usage error" \
+	sync --format native --seed-namespace t
+check "the refused syncs created nothing" [ ! -e "$SEG" ]
+SEG=$REAL
 # A private redis-server on a free loopback port, ours to stop by its pid.
 expect 0 "put before sync" put ns1 before-sync <"$TMP/rec2.json"
 RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -479,6 +494,75 @@ import json, sys
 t = json.load(sys.stdin)['second_tier']
 assert t['state'] == 'off' and t['syncer_pid'] is None, t
 "
+
+# ---------------------------------------------------------------- sync --format seed
+# A fresh segment and prefix, a new private redis-server (the one above was
+# stopped) and a seed-format sidecar for namespace tenant-a.  A put there
+# under a seed id must land in Redis as the reference JSON under that id;
+# the same key in another namespace and a key that is no seed id stay local.
+SEG=$REAL.seed
+SKEY='q:what-is-2+2?'
+expect 0 "create a segment for the seed sidecar" create --slots 64 --dim 4 --arena 256K --max-payload 16K
+RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
+	--dir "$TMP" --logfile "$TMP/redis-seed.log" >/dev/null 2>&1 &
+RPID=$!
+for _ in $(seq 100); do
+	[ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = PONG ] && break
+	sleep 0.1
+done
+"$SC" --path "$SEG" sync --port "$RPORT" --prefix seedtest: --format seed \
+	--seed-namespace tenant-a 2>"$TMP/seedsync.err" &
+SPID=$!
+UP=no
+for _ in $(seq 100); do
+	if "$SC" --path "$SEG" stat --json 2>/dev/null | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["second_tier"]
+sys.exit(0 if t and t["state"] == "up" else 1)'; then UP=yes; break; fi
+	sleep 0.1
+done
+check "the seed sidecar brings the tier up" [ "$UP" = yes ]
+expect 0 "put a seed id in the seed namespace" put tenant-a "$SKEY" --embedding "$TMP/e1.json" <"$TMP/rec2.json"
+expect 0 "put the same key in another namespace" put tenant-b "$SKEY" <"$TMP/rec3.json"
+expect 0 "put a key that is no seed id" put tenant-a "not a seed id" <"$TMP/rec3.json"
+# until all three went through the outbox (bounded)
+for _ in $(seq 100); do
+	"$SC" --path "$SEG" stat --json 2>/dev/null | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["second_tier"]
+sys.exit(0 if t["outbox_depth"] == 0 and t["exported"] >= 1 and t["seed_skipped"] >= 2 else 1)' && break
+	sleep 0.1
+done
+OUT=$(redis-cli -p "$RPORT" get "seedtest:llm_cache:$SKEY" 2>&1)
+check "the entry is in Redis under its key, as the reference JSON" py '
+import json, sys
+v = json.loads(sys.stdin.read())
+assert v["response"]["content"] == "second answer", v
+e = v["query_embedding"]
+assert isinstance(e, list) and len(e) == 4 and abs(e[0] - 1) < 1e-6 and not any(e[1:]), e
+assert isinstance(v["created_at"], (int, float)) and v["created_at"] > 0, v
+assert isinstance(v["hit_count"], int), v
+'
+OUT=$(redis-cli -p "$RPORT" sismember seedtest:llm_cache_index "$SKEY" 2>&1)
+check "its key is in the index" [ "$OUT" = 1 ]
+OUT=$(redis-cli -p "$RPORT" scard seedtest:llm_cache_index 2>&1)
+check "nothing else was exported" [ "$OUT" = 1 ]
+expect 0 "stat --json with the seed sidecar" stat --json
+check "stat --json: two puts kept local (seed_skipped)" py '
+import json, sys
+t = json.load(sys.stdin)["second_tier"]
+assert t["state"] == "up" and t["seed_skipped"] == 2 and t["outbox_depth"] == 0, t
+'
+kill -INT "$SPID" 2>/dev/null
+wait "$SPID"
+SRC=$?
+SPID=
+check "the seed sidecar stops cleanly on SIGINT" [ "$SRC" -eq 0 ]
+kill "$RPID"; wait "$RPID" 2>/dev/null
+RPID=
+expect 0 "destroy the seed segment" destroy
+SEG=$REAL
 
 # ---------------------------------------------------------------- destroy
 expect 0 "destroy" destroy
