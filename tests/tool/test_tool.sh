@@ -456,14 +456,18 @@ import json, sys
 t = json.load(sys.stdin)['second_tier']
 assert t['state'] == 'up' and t['syncer_alive'] and t['syncer_pid'] == $SPID, t
 assert t['exported'] >= 1 and t['outbox_depth'] == 0 and t['last_error'] is None, t
+for k in ('index_trimmed', 'import_gaps', 'resyncs', 'resync_deleted'):
+    assert isinstance(t[k], int) and t[k] == 0, (k, t)
 "
 check "the entries are in Redis" [ "$(redis-cli -p "$RPORT" scard tooltest:llm_cache_index)" -ge 1 ]
 expect 0 "stat with a syncer" stat
 check "stat text shows the tier up" grep -q "^  state  *up since" "$TMP/out"
 check "stat text shows the outbox" grep -q "^  outbox  *0 of " "$TMP/out"
+check "stat text shows the index pass" grep -q "^  index pass  *0 members trimmed" "$TMP/out"
 expect 0 "stat --prometheus with a syncer" stat --prometheus
 check "prometheus: tier state up" grep -qx 'semcache_tier_state{state="up"} 1' "$TMP/out"
 check "prometheus: outbox depth" grep -qx 'semcache_tier_outbox_depth 0' "$TMP/out"
+check "prometheus: index pass counters" sh -c 'grep -qx "semcache_tier_index_trimmed_total 0" "$1" && grep -qx "semcache_tier_resyncs_total 0" "$1"' _ "$TMP/out"
 # Redis goes away: the tier says so, the segment keeps serving
 kill "$RPID"; wait "$RPID" 2>/dev/null
 RPID=
