@@ -121,6 +121,7 @@ int sc_redis_classify_error(const char *s, size_t len)
 {
 	static const struct { const char *word; int rc; } words[] = {
 		{ "OOM", -ENOSPC },       { "READONLY", -EROFS },
+		{ "MISCONF", -EROFS },  /* writes refused: persistence is failing */
 		{ "NOAUTH", -EACCES },    { "WRONGPASS", -EACCES },
 		{ "NOPERM", -EACCES },    { "LOADING", -EAGAIN },
 		{ "BUSY", -EAGAIN },      { "MASTERDOWN", -EAGAIN },
@@ -573,6 +574,14 @@ int sc_redis_connect(const sc_redis_config *cfg, sc_redis_conn **out)
 	c->command_ms = cfg->command_timeout_ms ? cfg->command_timeout_ms : DEFAULT_TIMEOUT_MS;
 	*out = c;
 	return do_connect(c);
+}
+
+void sc_redis_drop(sc_redis_conn *c)
+{
+	if (!c)
+		return;
+	drop(c);
+	clear_queue(c); /* the last error stays: it says why */
 }
 
 int sc_redis_reconnect(sc_redis_conn *c)

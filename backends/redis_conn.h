@@ -18,7 +18,8 @@
  *   -ETIMEDOUT   the deadline passed (hung server, SIGSTOP, lost packets)
  *   -EACCES      Redis refused us: NOAUTH, WRONGPASS, NOPERM, bad AUTH
  *   -ENOSPC      -OOM: Redis is at maxmemory with a no-eviction policy
- *   -EROFS       -READONLY: we are talking to a replica
+ *   -EROFS       -READONLY: we are talking to a replica; -MISCONF: Redis
+ *                refuses writes while it cannot persist
  *   -EAGAIN      transient server state: LOADING, BUSY, MASTERDOWN, TRYAGAIN
  *   -EPROTO      protocol garbage, or a reply of a type the command never
  *                returns (RESP3 types of hiredis 1.x included)
@@ -83,6 +84,10 @@ int sc_redis_connect(const sc_redis_config *cfg, sc_redis_conn **out);
 
 /* Drop the connection, if any, and connect again with the same config. */
 int sc_redis_reconnect(sc_redis_conn *c);
+
+/* Drop the connection and forget what is queued (server-side state such
+ * as WATCH or MULTI goes with it); sc_redis_reconnect() comes back. */
+void sc_redis_drop(sc_redis_conn *c);
 
 /* Free c (may be NULL). */
 void sc_redis_close(sc_redis_conn *c);

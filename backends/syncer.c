@@ -128,6 +128,7 @@ struct sc_tier_rt {
 	unsigned *texp;       /* the queued commands' own reply types, for EXEC's array */
 	size_t tn, tcap;
 	char etext[SC_TIER_ERRLEN]; /* an error inside EXEC's array, for stat */
+	bool tx_void;         /* the last commit applied nothing (EXECABORT, nil) */
 
 	/* scratch */
 	sc_buf kentry, kemb, kindex, kstream, val, emb, payload;
@@ -186,8 +187,13 @@ static bool lease_try(struct sc_tier_rt *rt)
 	/* acquire: a lease we take follows the previous holder's last tail */
 	uint64_t cur = atomic_load_explicit(&t->lease, memory_order_acquire);
 
-	if (cur == rt->mine)
+	if (cur == rt->mine) {
+		/* still ours; if the epoch moved without a takeover (a peer
+		 * scribbled it), take a new token rather than stay fenced out */
+		if (atomic_load_explicit(&t->epoch, memory_order_relaxed) != rt->my_epoch)
+			rt->my_epoch = atomic_fetch_add_explicit(&t->epoch, 1, memory_order_relaxed) + 1;
 		return true;
+	}
 	if (cur != 0) {
 		uint32_t idx = (uint32_t)cur - 1, gen = (uint32_t)(cur >> 32);
 		bool alive = idx < c->max_procs && sc_proc_owner_alive(&c->seg, idx, gen);
@@ -369,7 +375,7 @@ static void send_drop(struct sc_tier_rt *rt)
 	if (!rep) {
 		/* exec needs room for the replies; without it, forget the
 		 * connection (a reconnect empties everything) */
-		sc_redis_reconnect(rt->conn);
+		sc_redis_drop(rt->conn);
 		return;
 	}
 	(void)sc_redis_exec(rt->conn, rep, NULL, &got);
@@ -403,24 +409,32 @@ static int fence_begin(struct sc_tier_rt *rt)
 
 	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, 2, w, NULL)) < 0 ||
 	    (rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g, NULL)) < 0) {
-		send_drop(rt);
+		sc_redis_drop(rt->conn); /* never a WATCH without its transaction */
 		return rc;
 	}
 	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	/* GET's error reply (a foreign value of another type at our key) is
+	 * a foreign token: ours replaces it, whatever its type */
 	uint64_t f = rc == 0 ? parse_token(rep[1]) : 0;
+	bool watched = got > 0 && rep[0] && rep[0]->type == REDIS_REPLY_STATUS;
 	sc_redis_free_replies(rep, got);
-	if (rc < 0)
+	if (rc < 0 && (sc_redis_class_is_down(rc) || !watched)) {
+		sc_redis_drop(rt->conn);
 		return rc;
-	if (f > rt->my_epoch &&
-	    atomic_load_explicit(&T(rt)->epoch, memory_order_relaxed) != rt->my_epoch) {
-		const char *u[1] = { "UNWATCH" };
-		(void)sc_redis_command(rt->conn, SC_RT_STATUS, NULL, 1, u, NULL);
+	}
+	/* The segment is the judge: if anybody took the lease since ours, we
+	 * are stale, whatever the key says (it may have expired, been
+	 * evicted, or died with a Redis that kept no data).  A takeover after
+	 * this look bumps the key before its first write, and our WATCH then
+	 * voids our EXEC. */
+	if (atomic_load_explicit(&T(rt)->epoch, memory_order_relaxed) != rt->my_epoch) {
+		sc_redis_drop(rt->conn);
 		return -ESTALE;
 	}
 	/* (a token above ours while the segment says we are the newest is
 	 * nobody's: a foreign write; ours replaces it) */
 	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, 1, m, NULL)) < 0) {
-		send_drop(rt); /* nothing but MULTI may be queued: sent alone, EXEC never follows */
+		sc_redis_drop(rt->conn);
 		return rc;
 	}
 	rt->tx = true;
@@ -446,9 +460,10 @@ static int q_append(struct sc_tier_rt *rt, unsigned expect, int argc, const char
 }
 
 /* EXEC the open transaction.  0 when every command's reply is one it may
- * return; -ESTALE when the fence moved (nothing was applied); the class
- * of the first failure otherwise (its words in rt->etext when it came
- * inside EXEC's array). */
+ * return; -ESTALE when a newer holder fenced us out, -EINTR when a
+ * watched key changed while we are still the holder (in both, nothing
+ * was applied); the class of the first failure otherwise (its words in
+ * rt->etext when it came inside EXEC's array). */
 static int tx_commit(struct sc_tier_rt *rt)
 {
 	const char *x[1] = { "EXEC" };
@@ -456,30 +471,35 @@ static int tx_commit(struct sc_tier_rt *rt)
 	int rc;
 
 	rt->tx = false;
+	rt->tx_void = true; /* until EXEC's array says otherwise */
 	if ((rc = sc_redis_append(rt->conn, SC_RT_ARRAY | SC_RT_NIL, 1, x, NULL)) < 0) {
-		/* MULTI without EXEC must not be left open: DISCARD it */
-		const char *d[1] = { "DISCARD" };
-		if (sc_redis_append(rt->conn, SC_RT_STATUS, 1, d, NULL) < 0)
-			sc_redis_reconnect(rt->conn);
-		else
-			send_drop(rt);
+		/* nothing of the MULTI was sent: forget it with the connection
+		 * (and its WATCH) rather than send half a transaction */
+		sc_redis_drop(rt->conn);
 		return rc;
 	}
 	size_t n = sc_redis_pending(rt->conn);
 	redisReply **rep = calloc(n, sizeof *rep);
 	if (!rep) {
-		sc_redis_reconnect(rt->conn); /* the queue goes with it, MULTI unsent */
+		sc_redis_drop(rt->conn); /* the queue goes with it, MULTI unsent */
 		return -ENOMEM;
 	}
 	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	/* a refused queueing voids the whole transaction (EXEC answers
+	 * EXECABORT); an error inside EXEC's array leaves the others applied */
+	rt->tx_void = rc != 0 && (got < n || !rep[n - 1] || rep[n - 1]->type != REDIS_REPLY_ARRAY);
 	if (rc == 0) {
 		const redisReply *ex = rep[n - 1];
 		if (ex->type == REDIS_REPLY_NIL) {
 			bool ours = atomic_load_explicit(&T(rt)->epoch, memory_order_relaxed) ==
 			            rt->my_epoch;
-			rc = ours ? -EAGAIN : -ESTALE;
+			/* ours: a watched key changed (the fence written by a
+			 * foreign client, or an entry a resync watches); nothing
+			 * was applied, and it is tried again */
+			rc = ours ? -EINTR : -ESTALE;
 			if (ours)
-				snprintf(rt->etext, sizeof rt->etext, "fence key %s changed under WATCH",
+				snprintf(rt->etext, sizeof rt->etext,
+				         "transaction voided: a watched key changed (fence %s)",
 				         rt->kfence.data);
 		} else if (ex->elements != rt->tn) {
 			rc = -EPROTO;
@@ -788,13 +808,12 @@ static int flush(struct sc_tier_rt *rt)
 static void discard(struct sc_tier_rt *rt)
 {
 	if (rt->tx) {
-		/* MULTI and the batch were never sent: close them with DISCARD */
-		const char *d[1] = { "DISCARD" };
+		/* MULTI and the batch were never sent, the fence is WATCHed:
+		 * forget both with the connection (a failure path; the next
+		 * loop reconnects) */
 		rt->tx = false;
-		if (sc_redis_append(rt->conn, SC_RT_STATUS, 1, d, NULL) < 0) {
-			sc_redis_reconnect(rt->conn);
-			return;
-		}
+		sc_redis_drop(rt->conn);
+		return;
 	}
 	if (sc_redis_pending(rt->conn))
 		send_drop(rt);
@@ -874,12 +893,23 @@ static int export_batch(struct sc_tier_rt *rt)
 		if (rc < 0)
 			goto fail;
 	}
-	if ((rc = flush(rt)) < 0 && (sc_redis_class_is_down(rc) || rc == -ESTALE))
+	if ((rc = flush(rt)) < 0 &&
+	    (sc_redis_class_is_down(rc) || rc == -ESTALE || rc == -EINTR))
 		goto fail;
 	if (rc < 0) {
 		/* an error reply of another kind: one poisoned item must not stop
-		 * the outbox forever; said in stat, the batch is not retried */
+		 * the outbox forever; said in stat, the batch is not retried.
+		 * When Redis voided the whole transaction (EXECABORT), its puts
+		 * stay DIRTY for a sweep and its deletions are left to a resync
+		 * pass; an error inside EXEC's array left the rest applied. */
 		set_error(rt, rc, last_err(rt));
+		if (rt->tx_void) {
+			rt->ndirty = 0;
+			if (puts)
+				atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed);
+			if (dels)
+				atomic_store_explicit(&t->resync, 1, memory_order_relaxed);
+		}
 	}
 	if (!atomic_compare_exchange_strong_explicit(&t->ob_tail, &tail, tail + n,
 	                                             memory_order_release, memory_order_relaxed)) {
@@ -902,6 +932,12 @@ fail:
 		rt->holder = false; /* a newer holder fenced us out: it has the outbox */
 		return 0;
 	}
+	if (rc == -EINTR) {
+		/* voided by a foreign write to the fence: said, tried again */
+		set_error(rt, rc, last_err(rt));
+		rt->next_try = sc_mono_ms() + sc_backoff_next(&rt->bo);
+		return rc;
+	}
 	failed(rt, rc);
 	return rc;
 }
@@ -914,7 +950,7 @@ fail:
 static int sweep_flush(struct sc_tier_rt *rt, uint64_t *n)
 {
 	int rc = flush(rt);
-	if (rc < 0 && (sc_redis_class_is_down(rc) || rc == -ESTALE))
+	if (rc < 0 && (sc_redis_class_is_down(rc) || rc == -ESTALE || rc == -EINTR))
 		return rc;
 	if (rc < 0)
 		set_error(rt, rc, last_err(rt));
@@ -1177,8 +1213,11 @@ static int decode_seed(struct sc_tier_rt *rt, const char *id, const redisReply *
  * live (installed or not).  1 installed, 0 nothing to install (gone,
  * expired, older than ours, no room), -1 rejected (counted); with
  * skip_own, 2 for a valid entry this segment exported (not installed). */
+#define INSTALL_SKIP_OWN 1u  /* an entry this segment exported is not installed: 2 */
+#define INSTALL_OWN_ONLY 2u  /* nor any other: only tell ours (2) from the rest (0) */
+
 static int install(struct sc_tier_rt *rt, const char *id, const redisReply *const *rep,
-                   float *row, semcache_response **keep, bool skip_own)
+                   float *row, semcache_response **keep, unsigned how)
 {
 	semcache *c = rt->c;
 	struct sc_tier *t = T(rt);
@@ -1195,11 +1234,13 @@ static int install(struct sc_tier_rt *rt, const char *id, const redisReply *cons
 		goto reject;
 	sc_rentry e = f.e;
 	bool has_emb = f.has_emb;
-	if (skip_own && e.origin_len == SC_TIER_ORIGIN_LEN &&
+	if ((how & INSTALL_SKIP_OWN) && e.origin_len == SC_TIER_ORIGIN_LEN &&
 	    memcmp(e.origin, rt->origin, SC_TIER_ORIGIN_LEN) == 0) {
 		res = 2; /* ours, and not live here: we deleted or evicted it */
 		goto out;
 	}
+	if (how & INSTALL_OWN_ONLY)
+		goto out;
 	int64_t now = sc_now(c);
 	if (e.exact_expiry_ms <= now && (!has_emb || e.semantic_expiry_ms <= now))
 		goto out;
@@ -1260,7 +1301,7 @@ static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
 	if (nq) {
 		if (!(rep = calloc(nq, sizeof *rep))) {
 			rc = -ENOMEM;
-			(void)flush(rt);
+			sc_redis_drop(rt->conn); /* the queued reads go with it */
 			goto out;
 		}
 		rc = sc_redis_exec(rt->conn, rep, NULL, &got);
@@ -1275,7 +1316,7 @@ static int apply_events(struct sc_tier_rt *rt, struct event *ev, size_t n)
 			for (size_t j = 0; j < FETCH_N(rt); j++)
 				v[j] = k + j < got ? rep[k + j] : NULL;
 			k += FETCH_N(rt);
-			install(rt, ev[i].id, v, rt->row, NULL, false);
+			install(rt, ev[i].id, v, rt->row, NULL, 0);
 		} else if (!ev[i].own && ev[i].op == 'D') {
 			uint8_t d[32];
 			int r = rt->fmt == SC_RFMT_SEED ? seed_digest(rt, ev[i].id, d)
@@ -1627,7 +1668,7 @@ static int trim_members(struct sc_tier_rt *rt, const redisReply *mem, const bool
 	for (size_t i = 0; i < nk; i++) {
 		const char *ex[2] = { "EXISTS", keys[i].data };
 		if ((rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 2, ex, NULL)) < 0) {
-			send_drop(rt);
+			sc_redis_drop(rt->conn); /* never a WATCH left behind */
 			goto out;
 		}
 	}
@@ -1654,7 +1695,7 @@ static int trim_members(struct sc_tier_rt *rt, const redisReply *mem, const bool
 	    (rc = sc_redis_append(rt->conn, SC_RT_STATUS, (int)n, argv, NULL)) < 0 ||
 	    (rc = sc_redis_append(rt->conn, SC_RT_ARRAY | SC_RT_NIL, 1, x, NULL)) < 0) {
 		/* only complete transactions go out: drop the connection instead */
-		sc_redis_reconnect(rt->conn);
+		sc_redis_drop(rt->conn);
 		goto out;
 	}
 	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
@@ -1680,20 +1721,88 @@ out:
 	return rc < 0 && !sc_redis_class_is_down(rc) ? 0 : rc;
 }
 
-/* Resync: delete (fenced, with events) the fetched entries that were ours. */
+/*
+ * Resync: delete (fenced, with events) the fetched entries that were ours.
+ * Between the fetch and the deletion another host may have put the same
+ * key again: so WATCH the entry keys and read them once more, keep only
+ * what is still ours and still not live here, and delete in the fenced
+ * transaction, which those WATCHes void if any of them changes after.
+ * 0, -EINTR (voided: the pass runs again), or a failure class.
+ */
 static int resync_delete(struct sc_tier_rt *rt, const char **own, size_t n)
 {
-	int rc = 0;
-	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = queue_del_id(rt, own[i]);
-	if (rc == 0 && n)
-		rc = flush(rt);
-	if (rc < 0) {
-		discard(rt);
-		return rc;
+	if (!n)
+		return 0;
+	sc_buf *keys = calloc(n, sizeof *keys);
+	const char **argv = calloc(n + 1, sizeof *argv);
+	const char **keep = calloc(n, sizeof *keep);
+	redisReply **rep = calloc(n + 1, sizeof *rep);
+	sc_buf scratch = { 0 };
+	size_t got = 0, nk = 0;
+	int rc = -ENOMEM;
+
+	if (!keys || !argv || !keep || !rep)
+		goto out;
+	argv[0] = "WATCH";
+	for (size_t i = 0; i < n; i++) {
+		if ((rc = keys_into(rt, own[i], &keys[i], &scratch)) < 0)
+			goto out;
+		argv[1 + i] = keys[i].data;
 	}
-	count(&T(rt)->resync_deleted, n);
-	return 0;
+	rc = sc_redis_append(rt->conn, SC_RT_STATUS, (int)n + 1, argv, NULL);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *g[2] = { "GET", keys[i].data };
+		rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g, NULL);
+	}
+	if (rc < 0) {
+		sc_redis_drop(rt->conn); /* no WATCH may stay behind */
+		goto out;
+	}
+	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
+	if (rc < 0) {
+		/* a foreign type at an entry key (WRONGTYPE) is no entry of ours:
+		 * leave the lot to the next pass */
+		sc_redis_drop(rt->conn);
+		if (!sc_redis_class_is_down(rc))
+			rc = -EINTR;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const redisReply *v = rep[1 + i];
+		sc_rentry e;
+		uint8_t d[32];
+		if (v->type == REDIS_REPLY_STRING &&
+		    v->len <= (size_t)rt->c->max_payload + SC_TIER_VALUE_SLACK &&
+		    sc_rnative_decode(v->str, v->len, own[i], &e, NULL) == 0 &&
+		    e.origin_len == SC_TIER_ORIGIN_LEN &&
+		    memcmp(e.origin, rt->origin, SC_TIER_ORIGIN_LEN) == 0 &&
+		    unhex_id(own[i], strlen(own[i]), d) == 0 && sc_present_digest(rt->c, d) == 0)
+			keep[nk++] = own[i];
+	}
+	sc_redis_free_replies(rep, got);
+	got = 0;
+	rc = 0;
+	for (size_t i = 0; i < nk && rc == 0; i++)
+		rc = queue_del_id(rt, keep[i]);
+	if (rc == 0)
+		rc = nk ? flush(rt) : 0;
+	if (rc < 0 || !nk) {
+		discard(rt);
+		sc_redis_drop(rt->conn); /* the entry WATCHes go with it */
+		goto out;
+	}
+	count(&T(rt)->resync_deleted, nk);
+out:
+	if (rep)
+		sc_redis_free_replies(rep, got);
+	for (size_t i = 0; keys && i < n; i++)
+		free(keys[i].data);
+	free(scratch.data);
+	free(keys);
+	free(argv);
+	free(keep);
+	free(rep);
+	return rc;
 }
 
 /* One SSCAN step: > 0 entries installed, 0 none, < 0 a failure of the
@@ -1714,11 +1823,14 @@ static int scan_step(struct sc_tier_rt *rt)
 		if (now < rt->scan_next && !rt->gap_pending &&
 		    !(rt->fmt == SC_RFMT_NATIVE && atomic_load_explicit(&t->resync, memory_order_relaxed)))
 			return 0;
-		/* a new pass: what it does besides trimming */
-		rt->pass_import = rt->fmt == SC_RFMT_SEED || rt->gap_pending;
-		rt->gap_pending = false;
+		/* a new pass: what it does besides trimming.  A resync pass
+		 * imports nothing: an import evicting our live entries would
+		 * make them look deleted to the same pass (a gap waits) */
 		rt->pass_resync = rt->fmt == SC_RFMT_NATIVE &&
 		                  atomic_exchange_explicit(&t->resync, 0, memory_order_relaxed);
+		rt->pass_import = !rt->pass_resync && (rt->fmt == SC_RFMT_SEED || rt->gap_pending);
+		if (rt->pass_import)
+			rt->gap_pending = false;
 	}
 	const char *argv[5] = { "SSCAN", rt->kindex.data, rt->scan_cursor, "COUNT",
 	                        SC_SEED_SCAN_COUNT };
@@ -1760,7 +1872,8 @@ static int scan_step(struct sc_tier_rt *rt)
 		if (member_digest(rt, m, now, d) < 0)
 			continue;
 		ok[i] = true;
-		if (!fetch || sc_present_digest(rt->c, d) != 0 || seen_lately(rt, d, now, false))
+		if (!fetch || sc_present_digest(rt->c, d) != 0 ||
+		    (!rt->pass_resync && seen_lately(rt, d, now, false)))
 			continue;
 		/* remembered as fetched, except for a resync, which must see
 		 * every one of ours */
@@ -1792,7 +1905,8 @@ static int scan_step(struct sc_tier_rt *rt)
 		for (size_t j = 0; j < 4; j++)
 			v[j] = FETCH_N(rt) * i + j < got && j < FETCH_N(rt) ? rep[FETCH_N(rt) * i + j]
 			                                                     : NULL;
-		int res = install(rt, ids[i]->str, v, rt->row, NULL, true);
+		int res = install(rt, ids[i]->str, v, rt->row, NULL,
+		                  INSTALL_SKIP_OWN | (rt->pass_import ? 0 : INSTALL_OWN_ONLY));
 		if (res == 1 && rt->pass_import)
 			installed++;
 		else if (res == 2 && rt->pass_resync)
@@ -1812,6 +1926,8 @@ fail:
 		atomic_store_explicit(&t->resync, 1, memory_order_relaxed);
 	if (rt->pass_import && rt->fmt == SC_RFMT_NATIVE)
 		rt->gap_pending = true;
+	if (rc == -EINTR)
+		rc = 0; /* voided by a concurrent write: not a failure of Redis */
 	strcpy(rt->scan_cursor, "0");
 	rt->scan_next = 0;
 out:
@@ -1860,14 +1976,15 @@ static bool pause_ms(struct sc_tier_rt *rt, int64_t ms)
 }
 
 /* The idle holder's nap: until a writer pushes to the outbox (it wakes us
- * through ob_wake, outbox.c), semcache_tier_stop() wakes us, or ms pass
- * (the next import poll). */
-static void idle_wait(struct sc_tier_rt *rt, int64_t ms)
+ * through ob_wake, outbox.c), the doorbell rings, semcache_tier_stop()
+ * wakes us, or ms pass (the next import poll).  w is ob_wake as read
+ * before this loop's work, so a ring during that work ends the nap at
+ * once. */
+static void idle_wait(struct sc_tier_rt *rt, int64_t ms, uint32_t w)
 {
 	struct sc_tier *t = T(rt);
 
 	atomic_store_explicit(&t->ob_sleep, 1, memory_order_relaxed);
-	uint32_t w = atomic_load_explicit(&t->ob_wake, memory_order_relaxed);
 	/* seq_cst: our flag before our look at the head; the writer's head
 	 * before its look at the flag (outbox.c) */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1912,6 +2029,8 @@ static void *run(void *arg)
 			pause_ms(rt, SC_TIER_IDLE_MS);
 			continue;
 		}
+		/* a ring (a put here, the doorbell) from now on ends the nap below */
+		uint32_t bell = atomic_load_explicit(&t->ob_wake, memory_order_relaxed);
 		rc = export_batch(rt);
 		if (rc < 0 || !rt->holder)
 			continue;
@@ -1936,7 +2055,7 @@ static void *run(void *arg)
 			continue;
 		}
 		if (!busy && rc == 0)
-			idle_wait(rt, SC_TIER_IDLE_MS);
+			idle_wait(rt, SC_TIER_IDLE_MS, bell);
 	}
 	if (rt->holder)
 		lease_release(rt);
@@ -1983,6 +2102,7 @@ static void *bell_run(void *arg)
 		const char *argv[8] = { "XREAD", "BLOCK", block, "COUNT", cnt, "STREAMS",
 		                        rt->kstream.data, last };
 		if (sc_redis_command(conn, SC_RT_ARRAY | SC_RT_NIL, &r, 8, argv, NULL) < 0) {
+			strcpy(last, "$"); /* an id the server refused is not retried */
 			pause_ms(rt, 1000);
 			continue;
 		}
@@ -2045,7 +2165,7 @@ static int read_through(struct sc_tier_rt *rt, const char *id, semcache_response
 	const redisReply *v[4];
 	for (size_t j = 0; j < 4; j++)
 		v[j] = j < got ? rep[j] : NULL;
-	install(rt, id, v, rt->rrow, out, false);
+	install(rt, id, v, rt->rrow, out, 0);
 	sc_redis_free_replies(rep, got);
 	if (!*out)
 		return SEMCACHE_ENOTFOUND;

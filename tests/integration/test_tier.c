@@ -383,8 +383,10 @@ static pid_t syncer_in_child(void)
 Test(tier, syncer_killed_another_takes_over_and_replay_changes_nothing, .init = start_two,
      .fini = stop_all, .timeout = 180)
 {
-	start_tier(B);
+	/* fork before this process has threads: a child forked while a tier
+	 * thread holds an allocator lock (ASan's, say) inherits it locked */
 	pid_t child = syncer_in_child();
+	start_tier(B);
 	semcache_tier_stats st = tstat(A);
 	cr_assert_eq(st.syncer_pid, child);
 	/* ours waits for the lease */
@@ -610,8 +612,8 @@ Test(tier_refused, foreign_value_at_the_events_key_does_not_stop_export, .init =
 Test(tier, hung_syncer_is_replaced_and_does_not_come_back, .init = start_two, .fini = stop_all,
      .timeout = 180)
 {
+	pid_t child = syncer_in_child(); /* before any thread here (see above) */
 	start_tier(B);
-	pid_t child = syncer_in_child();
 	cr_assert_eq(tstat(A).syncer_pid, child);
 	start_tier(A);
 	kill(child, SIGSTOP);
@@ -636,7 +638,8 @@ Test(tier, hung_syncer_is_replaced_and_does_not_come_back, .init = start_two, .f
  * Fencing.  A loopback TCP relay in a child process stands between a
  * syncer and Redis.  Told 'A' (arm) on its control pipe, it holds back the
  * first chunk a client sends that writes an entry key ("llm_cache:") and
- * everything after it on that connection, and answers 'H'; told 'R', it
+ * everything after it on that connection, and answers 'H' ('W' arms it
+ * for the first chunk with a WATCH instead); told 'R', it
  * lets the held bytes through and answers 'F' once Redis replied to them.
  * So a batch can be caught on the wire, exactly as a holder hung in the
  * middle of sending it, and delivered after another holder took over.
@@ -659,6 +662,7 @@ static void relay_loop(int lfd, int port, int ctl_in, int ctl_out)
 	struct relay_pair p[RELAY_MAX];
 	int np = 0;
 	bool armed = false;
+	const char *pattern = "llm_cache:";
 
 	for (;;) {
 		struct pollfd f[2 + 2 * RELAY_MAX];
@@ -675,8 +679,10 @@ static void relay_loop(int lfd, int port, int ctl_in, int ctl_out)
 			char cmd;
 			if (read(ctl_in, &cmd, 1) != 1)
 				_exit(0); /* the test went away */
-			if (cmd == 'A')
+			if (cmd == 'A' || cmd == 'W') {
 				armed = true;
+				pattern = cmd == 'A' ? "llm_cache:" : "WATCH";
+			}
 			for (int i = 0; cmd == 'R' && i < np; i++) {
 				if (!p[i].holding)
 					continue;
@@ -705,7 +711,7 @@ static void relay_loop(int lfd, int port, int ctl_in, int ctl_out)
 					closed = true;
 				} else {
 					if (armed && !p[i].holding && !p[i].released &&
-					    memmem(buf, (size_t)n, "llm_cache:", 10)) {
+					    memmem(buf, (size_t)n, pattern, strlen(pattern))) {
 						armed = false;
 						p[i].holding = true;
 						if (write(ctl_out, "H", 1) != 1)
@@ -832,8 +838,8 @@ Test(tier, a_stale_holders_batch_is_fenced_out, .init = start_two, .fini = stop_
 	cr_assert_eq(sc_rid_native("ns", "key-1;", id), 0);
 	snprintf(key, sizeof key, "t:llm_cache:%s", id);
 
+	pid_t child = syncer_in_child_at(rl.port); /* before any thread here */
 	start_tier(B);
-	pid_t child = syncer_in_child_at(rl.port);
 	cr_assert_eq(tstat(A).syncer_pid, child);
 	start_tier(A); /* ours waits for the lease */
 
@@ -995,4 +1001,66 @@ Test(tier_index, deletions_lost_to_a_full_outbox_are_resynced, .init = start_two
 	cr_assert_eq(count_present(A, 300, 1068, "r"), 768);
 	AWAIT(count_present(B, 300, 1068, "r") == 768, "the puts on B");
 	cr_assert_eq(index_size(), 768);
+}
+
+/* The same hung holder, stopped before it even read the fence, and the
+ * fence key gone meanwhile (expired, evicted, or Redis restarted without
+ * data): the segment's epoch still tells it that it is stale. */
+Test(tier, a_stale_holder_is_fenced_out_when_the_fence_key_is_gone, .init = start_two,
+     .fini = stop_all, .timeout = 180)
+{
+	struct relay rl = relay_start(srv.port);
+	char id[SC_RID_NATIVE_LEN + 1], key[160], fence[160], origin[33];
+	cr_assert_eq(sc_rid_native("ns", "key-1;", id), 0);
+	snprintf(key, sizeof key, "t:llm_cache:%s", id);
+	for (int i = 0; i < 16; i++)
+		snprintf(origin + 2 * i, 3, "%02x", A->hdr->creation_id[i]);
+	snprintf(fence, sizeof fence, "t:llm_cache_fence:%s", origin);
+
+	pid_t child = syncer_in_child_at(rl.port); /* before any thread here */
+	start_tier(B);
+	cr_assert_eq(tstat(A).syncer_pid, child);
+	start_tier(A);
+
+	relay_say(&rl, 'W');
+	cr_assert_eq(put_i(A, 1, "stale"), 0);
+	relay_await(&rl, 'H'); /* its WATCH and GET of the fence, held */
+	kill(child, SIGSTOP);
+	AWAIT(tstat(A).syncer_pid == getpid(), "taken over from the hung syncer");
+	AWAIT(has_i(B, 1, "stale") == 1, "exported by the new holder");
+	cr_assert_eq(semcache_invalidate(A, "ns", "key-1;", NULL), 0);
+	AWAIT(tstat(A).outbox_depth == 0 && redis_exists(key) == 0, "deleted in Redis");
+	AWAIT(has_i(B, 1, "stale") == 0, "deleted on B");
+	const char *del[2] = { "DEL", fence };
+	cr_assert_eq(redis_do(2, del), 1, "the fence key was there");
+
+	relay_say(&rl, 'R');
+	relay_await(&rl, 'F');
+	kill(child, SIGCONT);
+	for (int i = 0; i < 40; i++) {
+		cr_assert_eq(redis_exists(key), 0, "the stale put brought the entry back in Redis");
+		tr_sleep_ms(25);
+	}
+	cr_assert_eq(has_i(B, 1, "stale"), 0, "the stale put reached B");
+	cr_assert_eq(tstat(A).syncer_pid, getpid());
+	relay_stop(&rl);
+}
+
+/* A foreign value of another type at the fence key (GET answers
+ * WRONGTYPE) is replaced by the first batch, not a reason to stop. */
+Test(tier_refused, a_foreign_type_at_the_fence_key_does_not_stop_export, .init = start_two,
+     .fini = stop_all, .timeout = 60)
+{
+	char fence[160], origin[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(origin + 2 * i, 3, "%02x", A->hdr->creation_id[i]);
+	snprintf(fence, sizeof fence, "t:llm_cache_fence:%s", origin);
+	const char *push[3] = { "RPUSH", fence, "not a token" };
+	cr_assert_eq(redis_do(3, push), 1);
+	start_tier(A);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(put_i(A, i, "x"), 0);
+	AWAIT(tstat(A).outbox_depth == 0 && tstat(A).exported == 5, "exported");
+	cr_assert_eq(index_size(), 5);
+	cr_assert_eq(redis_exists(fence), 1, "the fence is ours now");
 }
