@@ -62,7 +62,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
 
 echo "== threads of one process under ThreadSanitizer (tests/tsan/tsan.supp names the intended races)"
 run_suite build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false -Djemalloc=false -Dbuildtype=debug \
-	-- threads || status=1
+	-- threads tier-threads || status=1
 
 echo "$passed passed, $failed failed"
 exit $status
