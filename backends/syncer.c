@@ -1636,56 +1636,73 @@ static int member_digest(struct sc_tier_rt *rt, const redisReply *m, int64_t now
 	return -1;
 }
 
+/* WATCH the entry keys of ids[0..n) and read each with cmd (EXISTS or
+ * GET, replies of type expect), in one round trip: rep[0] is the WATCH's
+ * reply, rep[1 + i] the read of ids[i] (rep holds n + 1).  A failure to
+ * queue drops the connection, so no WATCH stays behind; after a failed
+ * exec the caller ends the WATCH (when the connection is still there). */
+static int watch_read(struct sc_tier_rt *rt, const char *const *ids, size_t n, const char *cmd,
+                      unsigned expect, redisReply **rep, size_t *got)
+{
+	sc_buf *keys = calloc(n, sizeof *keys), scratch = { 0 };
+	const char **argv = calloc(n + 1, sizeof *argv);
+	int rc = -ENOMEM;
+
+	*got = 0;
+	if (!keys || !argv)
+		goto out;
+	argv[0] = "WATCH";
+	for (size_t i = 0; i < n; i++) {
+		if ((rc = keys_into(rt, ids[i], &keys[i], &scratch)) < 0)
+			goto out;
+		argv[1 + i] = keys[i].data;
+	}
+	rc = sc_redis_append(rt->conn, SC_RT_STATUS, (int)n + 1, argv, NULL);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *a[2] = { cmd, keys[i].data };
+		rc = sc_redis_append(rt->conn, expect, 2, a, NULL);
+	}
+	if (rc < 0) {
+		sc_redis_drop(rt->conn);
+		goto out;
+	}
+	rc = sc_redis_exec(rt->conn, rep, NULL, got);
+out:
+	for (size_t i = 0; keys && i < n; i++)
+		free(keys[i].data);
+	free(scratch.data);
+	free(keys);
+	free(argv);
+	return rc;
+}
+
 /* Trim: remove the members (valid ids, ok[i]) whose entry key is gone.
  * 0, or a failure class. */
 static int trim_members(struct sc_tier_rt *rt, const redisReply *mem, const bool *ok)
 {
 	size_t n = 0, got = 0, nk = 0;
-	sc_buf *keys = calloc(mem->elements, sizeof *keys);
+	const char **ids = calloc(mem->elements, sizeof *ids);
 	const char **argv = calloc(mem->elements + 2, sizeof *argv);
 	redisReply **rep = calloc(mem->elements + 1, sizeof *rep);
-	sc_buf scratch = { 0 };
 	int rc = -ENOMEM;
 
-	if (!keys || !argv || !rep)
+	if (!ids || !argv || !rep)
 		goto out;
-	for (size_t i = 0; i < mem->elements; i++) {
-		if (!ok[i])
-			continue;
-		if (keys_into(rt, mem->element[i]->str, &keys[nk], &scratch) < 0)
-			goto out;
-		nk++;
-	}
+	for (size_t i = 0; i < mem->elements; i++)
+		if (ok[i])
+			ids[nk++] = mem->element[i]->str;
 	rc = 0;
 	if (!nk)
 		goto out;
-	/* WATCH every entry key, then EXISTS each */
-	argv[0] = "WATCH";
-	for (size_t i = 0; i < nk; i++)
-		argv[1 + i] = keys[i].data;
-	if ((rc = sc_redis_append(rt->conn, SC_RT_STATUS, (int)nk + 1, argv, NULL)) < 0)
-		goto out;
-	for (size_t i = 0; i < nk; i++) {
-		const char *ex[2] = { "EXISTS", keys[i].data };
-		if ((rc = sc_redis_append(rt->conn, SC_RT_INTEGER, 2, ex, NULL)) < 0) {
-			sc_redis_drop(rt->conn); /* never a WATCH left behind */
-			goto out;
-		}
-	}
-	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
-	if (rc < 0)
+	if ((rc = watch_read(rt, ids, nk, "EXISTS", SC_RT_INTEGER, rep, &got)) < 0)
 		goto unwatch;
-	/* the gone ones, by member */
+	/* SREM the gone ones */
 	argv[0] = "SREM";
 	argv[1] = rt->kindex.data;
 	n = 2;
-	for (size_t i = 0, k = 0; i < mem->elements; i++) {
-		if (!ok[i])
-			continue;
+	for (size_t k = 0; k < nk; k++)
 		if (rep[1 + k]->integer == 0)
-			argv[n++] = mem->element[i]->str;
-		k++;
-	}
+			argv[n++] = ids[k];
 	sc_redis_free_replies(rep, got);
 	got = 0;
 	if (n == 2)
@@ -1712,10 +1729,7 @@ unwatch:
 out:
 	if (rep)
 		sc_redis_free_replies(rep, got);
-	for (size_t i = 0; keys && i < nk; i++)
-		free(keys[i].data);
-	free(scratch.data);
-	free(keys);
+	free(ids);
 	free(argv);
 	free(rep);
 	return rc < 0 && !sc_redis_class_is_down(rc) ? 0 : rc;
@@ -1733,33 +1747,14 @@ static int resync_delete(struct sc_tier_rt *rt, const char **own, size_t n)
 {
 	if (!n)
 		return 0;
-	sc_buf *keys = calloc(n, sizeof *keys);
-	const char **argv = calloc(n + 1, sizeof *argv);
 	const char **keep = calloc(n, sizeof *keep);
 	redisReply **rep = calloc(n + 1, sizeof *rep);
-	sc_buf scratch = { 0 };
 	size_t got = 0, nk = 0;
 	int rc = -ENOMEM;
 
-	if (!keys || !argv || !keep || !rep)
+	if (!keep || !rep)
 		goto out;
-	argv[0] = "WATCH";
-	for (size_t i = 0; i < n; i++) {
-		if ((rc = keys_into(rt, own[i], &keys[i], &scratch)) < 0)
-			goto out;
-		argv[1 + i] = keys[i].data;
-	}
-	rc = sc_redis_append(rt->conn, SC_RT_STATUS, (int)n + 1, argv, NULL);
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		const char *g[2] = { "GET", keys[i].data };
-		rc = sc_redis_append(rt->conn, SC_RT_STRING | SC_RT_NIL, 2, g, NULL);
-	}
-	if (rc < 0) {
-		sc_redis_drop(rt->conn); /* no WATCH may stay behind */
-		goto out;
-	}
-	rc = sc_redis_exec(rt->conn, rep, NULL, &got);
-	if (rc < 0) {
+	if ((rc = watch_read(rt, own, n, "GET", SC_RT_STRING | SC_RT_NIL, rep, &got)) < 0) {
 		/* a foreign type at an entry key (WRONGTYPE) is no entry of ours:
 		 * leave the lot to the next pass */
 		sc_redis_drop(rt->conn);
@@ -1786,20 +1781,20 @@ static int resync_delete(struct sc_tier_rt *rt, const char **own, size_t n)
 		rc = queue_del_id(rt, keep[i]);
 	if (rc == 0)
 		rc = nk ? flush(rt) : 0;
-	if (rc < 0 || !nk) {
+	if (rc < 0) {
 		discard(rt);
 		sc_redis_drop(rt->conn); /* the entry WATCHes go with it */
+		goto out;
+	}
+	if (!nk) {
+		const char *u[1] = { "UNWATCH" };
+		(void)sc_redis_command(rt->conn, SC_RT_STATUS, NULL, 1, u, NULL);
 		goto out;
 	}
 	count(&T(rt)->resync_deleted, nk);
 out:
 	if (rep)
 		sc_redis_free_replies(rep, got);
-	for (size_t i = 0; keys && i < n; i++)
-		free(keys[i].data);
-	free(scratch.data);
-	free(keys);
-	free(argv);
 	free(keep);
 	free(rep);
 	return rc;

@@ -812,67 +812,6 @@ static void relay_stop(struct relay *r)
 	waitpid(r->pid, NULL, 0);
 }
 
-static long long redis_exists(const char *key)
-{
-	sc_redis_config cfg = { .host = "127.0.0.1", .port = srv.port, .connect_timeout_ms = 2000,
-	                        .command_timeout_ms = 2000 };
-	sc_redis_conn *rc = NULL;
-	redisReply *r = NULL;
-	const char *argv[2] = { "EXISTS", key };
-	cr_assert_eq(sc_redis_connect(&cfg, &rc), 0);
-	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, &r, 2, argv, NULL), 0);
-	long long v = r->integer;
-	freeReplyObject(r);
-	sc_redis_close(rc);
-	return v;
-}
-
-/* A holder hangs with a put on the wire; another takes over, and the entry
- * is deleted.  When the stale batch finally reaches Redis, the fence turns
- * it away: the deleted entry does not come back, in Redis or on B. */
-Test(tier, a_stale_holders_batch_is_fenced_out, .init = start_two, .fini = stop_all,
-     .timeout = 180)
-{
-	struct relay rl = relay_start(srv.port);
-	char id[SC_RID_NATIVE_LEN + 1], key[160];
-	cr_assert_eq(sc_rid_native("ns", "key-1;", id), 0);
-	snprintf(key, sizeof key, "t:llm_cache:%s", id);
-
-	pid_t child = syncer_in_child_at(rl.port); /* before any thread here */
-	start_tier(B);
-	cr_assert_eq(tstat(A).syncer_pid, child);
-	start_tier(A); /* ours waits for the lease */
-
-	relay_say(&rl, 'A');
-	cr_assert_eq(put_i(A, 1, "stale"), 0);
-	relay_await(&rl, 'H'); /* the child's batch is on the wire, held */
-	kill(child, SIGSTOP);
-	AWAIT(tstat(A).syncer_pid == getpid(), "taken over from the hung syncer");
-	/* the new holder replays the put, then the deletion */
-	AWAIT(has_i(B, 1, "stale") == 1, "exported by the new holder");
-	cr_assert_eq(semcache_invalidate(A, "ns", "key-1;", NULL), 0);
-	AWAIT(tstat(A).outbox_depth == 0 && redis_exists(key) == 0, "deleted in Redis");
-	AWAIT(has_i(B, 1, "stale") == 0, "deleted on B");
-
-	/* the hung holder's batch arrives now */
-	relay_say(&rl, 'R');
-	relay_await(&rl, 'F');
-	kill(child, SIGCONT);
-	for (int i = 0; i < 20; i++) {
-		cr_assert_eq(redis_exists(key), 0, "the stale put brought the entry back in Redis");
-		tr_sleep_ms(25);
-	}
-	cr_assert_eq(has_i(B, 1, "stale"), 0, "the stale put reached B");
-	cr_assert_eq(tstat(A).syncer_pid, getpid());
-	kill(child, SIGKILL);
-	cr_assert_eq(waitpid(child, NULL, 0), child);
-	relay_stop(&rl);
-}
-
-/* ------------------------------------------------------------------------
- * The index pass: trimming, gaps in the event stream, resync
- * ---------------------------------------------------------------------- */
-
 /* One command on a fresh connection to srv; its integer reply (or 0 for a
  * status reply). */
 static long long redis_do(int argc, const char **argv)
@@ -889,6 +828,84 @@ static long long redis_do(int argc, const char **argv)
 	sc_redis_close(rc);
 	return v;
 }
+
+static long long redis_exists(const char *key)
+{
+	const char *argv[2] = { "EXISTS", key };
+	return redis_do(2, argv);
+}
+
+/*
+ * A holder hangs with a put on the wire; another takes over, and the entry
+ * is deleted.  When the stale bytes finally reach Redis, nothing of the
+ * stale batch may be applied: the deleted entry does not come back, in
+ * Redis or on B.  arm: where the relay catches the holder ('A': its
+ * MULTI ... EXEC, after it read the fence; 'W': its WATCH and GET of the
+ * fence, before).  drop_fence: the fence key is deleted meanwhile (as by
+ * expiry, eviction or a Redis that kept no data).
+ */
+static void stale_holder_round(char arm, bool drop_fence)
+{
+	struct relay rl = relay_start(srv.port);
+	char id[SC_RID_NATIVE_LEN + 1], key[160], fence[160], origin[33];
+	cr_assert_eq(sc_rid_native("ns", "key-1;", id), 0);
+	snprintf(key, sizeof key, "t:llm_cache:%s", id);
+	for (int i = 0; i < 16; i++)
+		snprintf(origin + 2 * i, 3, "%02x", A->hdr->creation_id[i]);
+	snprintf(fence, sizeof fence, "t:llm_cache_fence:%s", origin);
+
+	pid_t child = syncer_in_child_at(rl.port); /* before any thread here */
+	start_tier(B);
+	cr_assert_eq(tstat(A).syncer_pid, child);
+	start_tier(A); /* ours waits for the lease */
+
+	relay_say(&rl, arm);
+	cr_assert_eq(put_i(A, 1, "stale"), 0);
+	relay_await(&rl, 'H'); /* the child's bytes are on the wire, held */
+	kill(child, SIGSTOP);
+	AWAIT(tstat(A).syncer_pid == getpid(), "taken over from the hung syncer");
+	/* the new holder replays the put, then the deletion */
+	AWAIT(has_i(B, 1, "stale") == 1, "exported by the new holder");
+	cr_assert_eq(semcache_invalidate(A, "ns", "key-1;", NULL), 0);
+	AWAIT(tstat(A).outbox_depth == 0 && redis_exists(key) == 0, "deleted in Redis");
+	AWAIT(has_i(B, 1, "stale") == 0, "deleted on B");
+	if (drop_fence) {
+		const char *del[2] = { "DEL", fence };
+		cr_assert_eq(redis_do(2, del), 1, "the fence key was there");
+	}
+
+	/* the hung holder's bytes arrive now, and it runs again */
+	relay_say(&rl, 'R');
+	relay_await(&rl, 'F');
+	kill(child, SIGCONT);
+	for (int i = 0; i < 40; i++) {
+		cr_assert_eq(redis_exists(key), 0, "the stale put brought the entry back in Redis");
+		tr_sleep_ms(25);
+	}
+	cr_assert_eq(has_i(B, 1, "stale"), 0, "the stale put reached B");
+	cr_assert_eq(tstat(A).syncer_pid, getpid());
+	relay_stop(&rl);
+}
+
+/* Caught with its transaction on the wire: the WATCH voids its EXEC. */
+Test(tier, a_stale_holders_batch_is_fenced_out, .init = start_two, .fini = stop_all,
+     .timeout = 180)
+{
+	stale_holder_round('A', false);
+}
+
+/* Caught before it read the fence, and the key gone meanwhile: the
+ * segment's epoch still tells it that it is stale. */
+Test(tier, a_stale_holder_is_fenced_out_when_the_fence_key_is_gone, .init = start_two,
+     .fini = stop_all, .timeout = 180)
+{
+	stale_holder_round('W', true);
+}
+
+/* ------------------------------------------------------------------------
+ * The index pass: trimming, gaps in the event stream, resync
+ * ---------------------------------------------------------------------- */
+
 
 static long long index_size(void)
 {
@@ -1003,48 +1020,6 @@ Test(tier_index, deletions_lost_to_a_full_outbox_are_resynced, .init = start_two
 	cr_assert_eq(index_size(), 768);
 }
 
-/* The same hung holder, stopped before it even read the fence, and the
- * fence key gone meanwhile (expired, evicted, or Redis restarted without
- * data): the segment's epoch still tells it that it is stale. */
-Test(tier, a_stale_holder_is_fenced_out_when_the_fence_key_is_gone, .init = start_two,
-     .fini = stop_all, .timeout = 180)
-{
-	struct relay rl = relay_start(srv.port);
-	char id[SC_RID_NATIVE_LEN + 1], key[160], fence[160], origin[33];
-	cr_assert_eq(sc_rid_native("ns", "key-1;", id), 0);
-	snprintf(key, sizeof key, "t:llm_cache:%s", id);
-	for (int i = 0; i < 16; i++)
-		snprintf(origin + 2 * i, 3, "%02x", A->hdr->creation_id[i]);
-	snprintf(fence, sizeof fence, "t:llm_cache_fence:%s", origin);
-
-	pid_t child = syncer_in_child_at(rl.port); /* before any thread here */
-	start_tier(B);
-	cr_assert_eq(tstat(A).syncer_pid, child);
-	start_tier(A);
-
-	relay_say(&rl, 'W');
-	cr_assert_eq(put_i(A, 1, "stale"), 0);
-	relay_await(&rl, 'H'); /* its WATCH and GET of the fence, held */
-	kill(child, SIGSTOP);
-	AWAIT(tstat(A).syncer_pid == getpid(), "taken over from the hung syncer");
-	AWAIT(has_i(B, 1, "stale") == 1, "exported by the new holder");
-	cr_assert_eq(semcache_invalidate(A, "ns", "key-1;", NULL), 0);
-	AWAIT(tstat(A).outbox_depth == 0 && redis_exists(key) == 0, "deleted in Redis");
-	AWAIT(has_i(B, 1, "stale") == 0, "deleted on B");
-	const char *del[2] = { "DEL", fence };
-	cr_assert_eq(redis_do(2, del), 1, "the fence key was there");
-
-	relay_say(&rl, 'R');
-	relay_await(&rl, 'F');
-	kill(child, SIGCONT);
-	for (int i = 0; i < 40; i++) {
-		cr_assert_eq(redis_exists(key), 0, "the stale put brought the entry back in Redis");
-		tr_sleep_ms(25);
-	}
-	cr_assert_eq(has_i(B, 1, "stale"), 0, "the stale put reached B");
-	cr_assert_eq(tstat(A).syncer_pid, getpid());
-	relay_stop(&rl);
-}
 
 /* A foreign value of another type at the fence key (GET answers
  * WRONGTYPE) is replaced by the first batch, not a reason to stop. */
