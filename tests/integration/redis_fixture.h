@@ -294,4 +294,51 @@ static inline void tr_stop(tr_server *s)
 	}
 }
 
+/* ------------------------------------------------------------------------
+ * What the Redis suites share besides the server
+ * ---------------------------------------------------------------------- */
+
+/* Wait until cond holds, polling every 10 ms, at most TR_WAIT_MS; fail the
+ * test with what was awaited if it never does (no timed assertion: the
+ * bound is generous, only "never" fails). */
+#define TR_WAIT_MS 20000
+#define TR_AWAIT(cond, what)                                                           \
+	do {                                                                           \
+		long long t0_ = tr_now_ms();                                           \
+		while (!(cond) && tr_now_ms() - t0_ < TR_WAIT_MS)                      \
+			tr_sleep_ms(10);                                               \
+		cr_assert((cond), "never: %s", what);                                  \
+	} while (0)
+
+#ifdef SEED_FIXTURE_PY
+/* Run seed_fixture.py with args (NULL-terminated, at most 9): its exit
+ * status, 128 when it did not exit.  Debian's python3-redis is installed
+ * for /usr/bin/python3; SEMCACHE_TEST_PYTHON overrides. */
+static inline int tr_run_python(const char *const *args)
+{
+	const char *py = getenv("SEMCACHE_TEST_PYTHON");
+	const char *argv[12];
+	int n = 0, st;
+	pid_t pid;
+
+	if (!py || !*py)
+		py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+	argv[n++] = py;
+	argv[n++] = SEED_FIXTURE_PY;
+	for (int i = 0; args[i] && n < 11; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		execvp(py, (char *const *)argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+#endif
+
 #endif

@@ -870,34 +870,6 @@ Test(redis_garbage, planted_values_are_rejected_by_the_decoders, .init = start_p
  * Seed format with the reference design's Python side
  * ---------------------------------------------------------------------- */
 
-/* Debian's python3-redis is installed for /usr/bin/python3; a python3
- * earlier on PATH (pyenv, venv) may lack it.  SEMCACHE_TEST_PYTHON
- * overrides. */
-static int run_python(const char *const *args)
-{
-	const char *py = getenv("SEMCACHE_TEST_PYTHON");
-	const char *argv[12];
-	int n = 0, st;
-	pid_t pid;
-
-	if (!py || !*py)
-		py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-	argv[n++] = py;
-	argv[n++] = SEED_FIXTURE_PY;
-	for (int i = 0; args[i] && n < 11; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	fflush(NULL);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		execvp(py, (char *const *)argv);
-		_exit(127);
-	}
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 Test(redis_seed, entries_written_by_python_are_imported, .init = start_plain,
      .fini = stop_all, .timeout = 60)
@@ -923,7 +895,7 @@ Test(redis_seed, entries_written_by_python_are_imported, .init = start_plain,
 
 	snprintf(port, sizeof port, "%d", srv.port);
 	const char *args[] = { "write", port, "app:", NULL };
-	cr_assert_eq(run_python(args), 0, "seed_fixture.py write failed (python3-redis installed?)");
+	cr_assert_eq(tr_run_python(args), 0, "seed_fixture.py write failed (python3-redis installed?)");
 
 	cr_assert_eq(cmd(c, SC_RT_ARRAY, &members, 2, "SMEMBERS", "app:llm_cache_index"), 0);
 	cr_assert_eq(sc_redis_check_array(members, SC_RT_STRING, 1000), 0);
@@ -1020,11 +992,11 @@ Test(redis_seed, entries_exported_by_c_read_back_in_python, .init = start_plain,
 	snprintf(count, sizeof count, "%d", N);
 	snprintf(dim, sizeof dim, "%d", D);
 	const char *args[] = { "check", port, "exp:", count, dim, NULL };
-	cr_assert_eq(run_python(args), 0, "Python could not read our export (see stderr)");
+	cr_assert_eq(tr_run_python(args), 0, "Python could not read our export (see stderr)");
 
 	/* The checker is not a yes-machine: a broken entry makes it fail. */
 	cr_assert_eq(set_raw(c, key[0].data, "{\"response\": 1}", 15), 0);
-	cr_assert_neq(run_python(args), 0, "the checker must refuse a broken entry");
+	cr_assert_neq(tr_run_python(args), 0, "the checker must refuse a broken entry");
 
 	for (int i = 0; i < N; i++) {
 		free(key[i].data);

@@ -22,7 +22,7 @@
 #include "redis_conn.h"
 #include "redis_fixture.h"
 
-#define WAIT_MS 20000
+#define WAIT_MS TR_WAIT_MS
 #define DIM 8
 
 static tr_server srv;
@@ -140,13 +140,7 @@ static int has_i(semcache *c, int i, const char *content)
 	return ok;
 }
 
-#define AWAIT(cond, what)                                                              \
-	do {                                                                           \
-		long long t0_ = tr_now_ms();                                           \
-		while (!(cond) && tr_now_ms() - t0_ < WAIT_MS)                         \
-			tr_sleep_ms(10);                                               \
-		cr_assert((cond), "never: %s", what);                                  \
-	} while (0)
+#define AWAIT TR_AWAIT
 
 static int count_present(semcache *c, int from, int to, const char *content)
 {

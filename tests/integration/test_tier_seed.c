@@ -24,7 +24,7 @@
 #include "redis_conn.h"
 #include "redis_fixture.h"
 
-#define WAIT_MS 20000
+#define WAIT_MS TR_WAIT_MS
 #define DIM 4 /* seed_fixture.py's embeddings */
 #define NS "seedns"
 #define PFX "s:"
@@ -91,40 +91,8 @@ static semcache_tier_stats tstat(semcache *c)
 	return st;
 }
 
-#define AWAIT(cond, what)                                                              \
-	do {                                                                           \
-		long long t0_ = tr_now_ms();                                           \
-		while (!(cond) && tr_now_ms() - t0_ < WAIT_MS)                         \
-			tr_sleep_ms(10);                                               \
-		cr_assert((cond), "never: %s", what);                                  \
-	} while (0)
+#define AWAIT TR_AWAIT
 
-/* Debian's python3-redis is installed for /usr/bin/python3 (see
- * test_redis.c); SEMCACHE_TEST_PYTHON overrides. */
-static int run_python(const char *const *args)
-{
-	const char *py = getenv("SEMCACHE_TEST_PYTHON");
-	const char *argv[12];
-	int n = 0, st;
-
-	if (!py || !*py)
-		py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-	argv[n++] = py;
-	argv[n++] = SEED_FIXTURE_PY;
-	for (int i = 0; args[i] && n < 11; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	fflush(NULL);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		execvp(py, (char *const *)argv);
-		_exit(127);
-	}
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 /* An integer reply of one command (EXISTS, SISMEMBER, SCARD). */
 static long long redis_int(int argc, const char **argv)
@@ -207,7 +175,7 @@ Test(tier_seed, python_entries_are_imported_unasked, .init = setup, .fini = tear
 	char port[16];
 	snprintf(port, sizeof port, "%d", srv.port);
 	const char *args[] = { "write", port, PFX, "600", NULL };
-	cr_assert_eq(run_python(args), 0, "seed_fixture.py write failed (python3-redis installed?)");
+	cr_assert_eq(tr_run_python(args), 0, "seed_fixture.py write failed (python3-redis installed?)");
 
 	start_seed(A, 0); /* no read-through: only the syncer may bring them */
 	AWAIT(has_key(A, "seed-q1") && has_key(A, "seed-q2") && has_key(A, "user:7/q#3"),
@@ -251,7 +219,7 @@ Test(tier_seed, put_reads_back_in_the_reference_schema, .init = setup, .fini = t
 	char port[16];
 	snprintf(port, sizeof port, "%d", srv.port);
 	const char *args[] = { "check", port, PFX, "3", "4", NULL };
-	cr_assert_eq(run_python(args), 0, "Python could not read our export (see stderr)");
+	cr_assert_eq(tr_run_python(args), 0, "Python could not read our export (see stderr)");
 
 	/* the scope travels as the extra top-level field */
 	redisReply *r = NULL;
