@@ -534,8 +534,10 @@ SEMCACHE_API int semcache_verify(semcache *c, char *report, size_t report_len);
  * native msgpack, TTL = the longer remaining of its exact and semantic
  * TTLs), <prefix>llm_cache_emb:<id> (its embedding, raw float32, semantic
  * TTL), <prefix>llm_cache_index (SET of ids), <prefix>llm_cache_events (a
- * stream of "op id origin" events other hosts import from); id = hex
- * SHA-256 digest of (ns, key).
+ * stream of "op id origin" events other hosts import from),
+ * <prefix>llm_cache_fence:<origin> (the epoch of the newest holder: every
+ * batch is a MULTI/EXEC under WATCH of it, so a holder that hung past a
+ * takeover applies nothing); id = hex SHA-256 digest of (ns, key).
  *
  * The seed format (SEMCACHE_TIER_SEED) shares one Redis with services still
  * on the reference Python cache: the same keys hold the reference JSON
@@ -608,9 +610,10 @@ SEMCACHE_API void semcache_tier_options_init(semcache_tier_options *o);
  */
 SEMCACHE_API int semcache_tier_start(semcache *c, const semcache_tier_options *o);
 
-/* Stop c's syncer (waits at most about one command deadline for a batch in
- * flight) and give the lease up so another process takes over at once.
- * 0, or -ENOENT when none runs.  semcache_close() does this too. */
+/* Stop c's syncer and its doorbell thread (waits at most about one command
+ * deadline plus 200 ms for a batch or a blocking read in flight) and give
+ * the lease up so another process takes over at once.  0, or -ENOENT when
+ * none runs.  semcache_close() does this too. */
 SEMCACHE_API int semcache_tier_stop(semcache *c);
 
 #define SEMCACHE_TIER_OFF        0 /* no live syncer holds the lease */
