@@ -689,7 +689,11 @@ int sc_redis_exec(sc_redis_conn *c, redisReply **replies, int *rcs, size_t *n)
 	if (!rcs) {
 		tmp = malloc((c->nq ? c->nq : 1) * sizeof *tmp);
 		if (!tmp) {
+			/* the whole connection, not just the queue: a WATCH or
+			 * MULTI sent before must not stay on it */
+			drop(c);
 			clear_queue(c);
+			set_err(c, "out of memory", NULL, 0);
 			return -ENOMEM;
 		}
 		rcs = tmp;

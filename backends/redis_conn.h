@@ -71,7 +71,7 @@ typedef struct sc_redis_conn sc_redis_conn;
 #define SC_RT_ARRAY   0x10u
 
 /* Longest batch; a caller with more splits it. */
-#define SC_REDIS_MAX_BATCH 4096u
+#define SC_REDIS_MAX_BATCH 8192u
 
 /*
  * Create a connection and connect it.  On success *out is a connected

@@ -76,6 +76,13 @@
 #define SC_SEED_SEEN       4096u  /* ids remembered as fetched by the scan */
 #define SC_SEED_SEEN_MS    60000  /* ... for this long */
 #define FETCH_N(rt) ((rt)->fmt == SC_RFMT_SEED ? 4u : 2u) /* replies per fetched entry */
+/* What one pipeline may hold: a batch of 1024 puts (4 commands each, plus
+ * MULTI, the fence's SET and EXEC), a slice of events or a scan step's
+ * fetches (4 commands each in the seed format), a resync's deletions (3
+ * each) of a scan step's members. */
+_Static_assert(4u * 1024u + 3u <= SC_REDIS_MAX_BATCH, "a batch fits a pipeline");
+_Static_assert(4u * SC_TIER_IMPORT_MAX <= SC_REDIS_MAX_BATCH, "an event slice fits");
+_Static_assert(4u * SC_SEED_SCAN_MAX + 3u <= SC_REDIS_MAX_BATCH, "a scan step fits");
 
 struct seen { uint64_t h; int64_t until; };
 
@@ -246,7 +253,8 @@ static const char *last_err(struct sc_tier_rt *rt)
 
 static void failed(struct sc_tier_rt *rt, int rc)
 {
-	set_error(rt, rc, last_err(rt));
+	const char *text = last_err(rt);
+	set_error(rt, rc, text[0] ? text : strerror(-rc));
 	if (sc_redis_class_is_down(rc))
 		set_state(rt, SC_TIER_DEGRADED);
 	rt->next_try = sc_mono_ms() + sc_backoff_next(&rt->bo);
@@ -584,8 +592,11 @@ static int snap_slot(struct sc_tier_rt *rt, uint32_t s, const uint8_t digest[32]
 			goto check_gone;
 		if (rt->payload.cap < o->len) {
 			char *p = realloc(rt->payload.data, o->len);
-			if (!p)
+			if (!p) {
+				/* skipped for now; the entry stays DIRTY for a sweep */
+				atomic_store_explicit(&T(rt)->sweep_wanted, 1, memory_order_relaxed);
 				return 1;
+			}
 			rt->payload.data = p;
 			rt->payload.cap = o->len;
 		}
@@ -952,6 +963,15 @@ static int sweep_flush(struct sc_tier_rt *rt, uint64_t *n)
 	int rc = flush(rt);
 	if (rc < 0 && (sc_redis_class_is_down(rc) || rc == -ESTALE || rc == -EINTR))
 		return rc;
+	if (rc < 0 && rt->tx_void) {
+		/* Redis voided the whole batch (EXECABORT): nothing was applied,
+		 * the entries stay DIRTY; the sweep is tried again after a
+		 * backoff, not at once (the cause may last) */
+		set_error(rt, rc, last_err(rt));
+		rt->ndirty = 0;
+		*n = 0;
+		return rc;
+	}
 	if (rc < 0)
 		set_error(rt, rc, last_err(rt));
 	clear_dirty(rt);
@@ -1384,8 +1404,16 @@ static int warm_up(struct sc_tier_rt *rt)
 			goto out;
 		}
 		size_t n = parse_entries(rt, r, ev, r->elements, true);
-		if ((rc = apply_events(rt, ev, n)) < 0)
-			goto out;
+		/* in slices, so one pipeline never outgrows SC_REDIS_MAX_BATCH */
+		for (size_t i = 0; i < n; i += SC_TIER_IMPORT_MAX) {
+			size_t k = n - i < SC_TIER_IMPORT_MAX ? n - i : SC_TIER_IMPORT_MAX;
+			if ((rc = apply_events(rt, ev + i, k)) < 0)
+				goto out;
+			if (!lease_held(rt)) { /* a long warm-up beats, and stops if it lost */
+				rt->holder = false;
+				goto out;
+			}
+		}
 		/* the newest event is our position even when it did not parse */
 		set_position(t, r->element[0]);
 	}
@@ -1499,6 +1527,19 @@ static int check_gap(struct sc_tier_rt *rt)
 	rt->gap_check = false;
 	if (rc < 0 || !xi.ok)
 		return rc;
+	if (id_after(pm, ps, xi.last_ms, xi.last_seq)) {
+		/* our position is past all the stream ever had (a scribbled
+		 * position, or a new stream on a Redis whose clock is behind):
+		 * XREAD would wait there for ever.  Back to the newest id, and
+		 * a pass looks for what we may have missed. */
+		atomic_store_explicit(&t->stream_ms, xi.last_ms, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_seq, xi.last_seq, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_added, (uint64_t)xi.added, memory_order_relaxed);
+		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+		count(&t->import_gaps, 1);
+		rt->gap_pending = true;
+		return 0;
+	}
 	bool counted = atomic_load_explicit(&t->stream_counted, memory_order_relaxed);
 	uint64_t at = atomic_load_explicit(&t->stream_added, memory_order_relaxed);
 	if (xi.length == 0 ? id_after(xi.last_ms, xi.last_seq, pm, ps)
@@ -1683,7 +1724,9 @@ static int trim_members(struct sc_tier_rt *rt, const redisReply *mem, const bool
 	size_t n = 0, got = 0, nk = 0;
 	const char **ids = calloc(mem->elements, sizeof *ids);
 	const char **argv = calloc(mem->elements + 2, sizeof *argv);
-	redisReply **rep = calloc(mem->elements + 1, sizeof *rep);
+	/* room for WATCH + one read a member, and for MULTI / SREM / EXEC
+	 * (3, more than 1 + 1 when a step has a single member) */
+	redisReply **rep = calloc(mem->elements + 3, sizeof *rep);
 	int rc = -ENOMEM;
 
 	if (!ids || !argv || !rep)
@@ -1771,7 +1814,7 @@ static int resync_delete(struct sc_tier_rt *rt, const char **own, size_t n)
 		    sc_rnative_decode(v->str, v->len, own[i], &e, NULL) == 0 &&
 		    e.origin_len == SC_TIER_ORIGIN_LEN &&
 		    memcmp(e.origin, rt->origin, SC_TIER_ORIGIN_LEN) == 0 &&
-		    unhex_id(own[i], strlen(own[i]), d) == 0 && sc_present_digest(rt->c, d) == 0)
+		    unhex_id(own[i], strlen(own[i]), d) == 0 && sc_held_digest(rt->c, d) == 0)
 			keep[nk++] = own[i];
 	}
 	sc_redis_free_replies(rep, got);
@@ -1826,6 +1869,7 @@ static int scan_step(struct sc_tier_rt *rt)
 		rt->pass_import = !rt->pass_resync && (rt->fmt == SC_RFMT_SEED || rt->gap_pending);
 		if (rt->pass_import)
 			rt->gap_pending = false;
+		rt->gap_check = true; /* and the stream is looked at once a pass */
 	}
 	const char *argv[5] = { "SSCAN", rt->kindex.data, rt->scan_cursor, "COUNT",
 	                        SC_SEED_SCAN_COUNT };
@@ -1878,6 +1922,11 @@ static int scan_step(struct sc_tier_rt *rt)
 	}
 	if ((rc = trim_members(rt, mem, ok)) < 0)
 		goto fail;
+	if (!lease_held(rt)) {
+		rt->holder = false;
+		rc = 0;
+		goto fail; /* the pass starts over under the next holder */
+	}
 	for (size_t i = 0; i < nids; i++) {
 		if ((rc = queue_fetch(rt, rt->conn, ids[i]->str, &rt->kentry, &rt->kemb)) < 0) {
 			discard(rt);
@@ -1906,6 +1955,11 @@ static int scan_step(struct sc_tier_rt *rt)
 			installed++;
 		else if (res == 2 && rt->pass_resync)
 			own[nown++] = ids[i]->str;
+	}
+	if (nown && !lease_held(rt)) {
+		rt->holder = false;
+		rc = 0;
+		goto fail;
 	}
 	if ((rc = resync_delete(rt, own, nown)) < 0)
 		goto fail;
@@ -1943,6 +1997,12 @@ static int import_poll(struct sc_tier_rt *rt)
 	int rc = import_events(rt);
 	if (rc < 0 || !atomic_load_explicit(&T(rt)->stream_init, memory_order_relaxed))
 		return rc;
+	/* each step may take a command deadline: beat between them, and stop
+	 * when the lease went (a heartbeat older than the lease is a takeover) */
+	if (!lease_held(rt)) {
+		rt->holder = false;
+		return rc;
+	}
 	int rs = scan_step(rt);
 	return rs < 0 ? rs : rc + rs;
 }

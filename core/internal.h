@@ -218,6 +218,11 @@ int sc_present_digest(semcache *c, const uint8_t digest[32]);
  * deletion): no outbox item.  Takes the writer lock.  1 removed, 0 absent,
  * or a negative code. */
 int sc_delete_digest(semcache *c, const uint8_t digest[32]);
+/* Does the segment hold an entry (expired or not) under digest?  Asked
+ * under the writer lock, so a reader's retries running out cannot make a
+ * live entry look absent (what the resync needs before it deletes).
+ * 1, 0, or a lock error. */
+int sc_held_digest(semcache *c, const uint8_t digest[32]);
 /* backends/syncer.c: an exact miss asks Redis, when this handle's syncer
  * has read-through on and the tier is up; never waits for another thread
  * (a read-through already running on the handle makes this one a miss).

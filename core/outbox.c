@@ -120,3 +120,17 @@ int sc_delete_digest(semcache *c, const uint8_t digest[32])
 	sc_wunlock(c);
 	return rc;
 }
+
+int sc_held_digest(semcache *c, const uint8_t digest[32])
+{
+	sc_hkey hk;
+	int rc;
+
+	sc_hkey_make(c, digest, &hk);
+	if ((rc = sc_wlock(c)) < 0)
+		return rc;
+	uint32_t s = sc_index_find_w(c, &hk);
+	rc = s != SC_NIL && (c->slot[s].flags & SC_SLOT_USED) ? 1 : 0;
+	sc_wunlock(c);
+	return rc;
+}

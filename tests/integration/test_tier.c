@@ -1033,3 +1033,78 @@ Test(tier_refused, a_foreign_type_at_the_fence_key_does_not_stop_export, .init =
 	cr_assert_eq(index_size(), 5);
 	cr_assert_eq(redis_exists(fence), 1, "the fence is ours now");
 }
+
+/* One expired entry, alone in the index: the trim's transaction replies
+ * (three) outnumber the step's reads (two); once wrote past its array. */
+Test(tier_index, a_single_gone_member_is_trimmed, .init = start_two, .fini = stop_all,
+     .timeout = 60)
+{
+	start_tier_pass(A, 100);
+	cr_assert_eq(put_i(A, 1, "t"), 0);
+	AWAIT(tstat(A).exported == 1 && tstat(A).outbox_depth == 0, "exported");
+	char k[160];
+	entry_key(1, k, sizeof k);
+	const char *argv[2] = { "DEL", k };
+	cr_assert_eq(redis_do(2, argv), 1);
+	AWAIT(index_size() == 0 && tstat(A).index_trimmed == 1, "trimmed");
+}
+
+/* The largest batch the options allow fits one pipeline, in export and in
+ * the sweep. */
+Test(tier, the_largest_batch_exports_and_sweeps, .init = start_two, .fini = stop_all,
+     .timeout = 120)
+{
+	semcache_close(A);
+	unlink(pa);
+	A = open_seg(pa, "tierA", 16384); /* an outbox of 2048 */
+	for (int i = 0; i < 1100; i++)
+		cr_assert_eq(put_i(A, i, "big"), 0); /* swept: no tier yet */
+	semcache_tier_options o = topts(NULL);
+	o.batch = 1024;
+	cr_assert_eq(semcache_tier_start(A, &o), 0);
+	AWAIT(tstat(A).swept == 1100, "swept in batches of 1024");
+	for (int i = 1100; i < 2200; i++)
+		cr_assert_eq(put_i(A, i, "big"), 0);
+	AWAIT(tstat(A).exported == 2200 && tstat(A).outbox_depth == 0, "exported");
+	cr_assert_eq(index_size(), 2200);
+}
+
+/* A warm-up larger than one pipeline holds is fetched in slices. */
+Test(tier, a_large_warmup_is_fetched_in_slices, .init = start_two, .fini = stop_all,
+     .timeout = 120)
+{
+	start_tier(A);
+	for (int i = 0; i < 2100; i++)
+		cr_assert_eq(put_i(A, i, "w"), 0);
+	AWAIT(tstat(A).exported == 2100 && tstat(A).outbox_depth == 0, "exported");
+	semcache_tier_options o = topts(NULL);
+	o.warmup = 3000;
+	cr_assert_eq(semcache_tier_start(B, &o), 0);
+	AWAIT(tstat(B).imported == 2100, "B warmed up with all of them");
+	cr_assert_eq(put_i(A, 5000, "after"), 0);
+	AWAIT(has_i(B, 5000, "after") == 1, "and imports after");
+}
+
+static void start_no_xadd(void)
+{
+	static const char *const args[] = { "--rename-command", "XADD", "", NULL };
+	tr_start(&srv, args, NULL);
+	A = open_seg(pa, "tierA", 1024);
+}
+
+/* Redis refuses the whole transaction (EXECABORT: here XADD is renamed
+ * away): nothing was applied, so the entries stay DIRTY, and a Redis that
+ * accepts them gets them all. */
+Test(tier_refused, a_voided_sweep_keeps_its_entries_dirty, .init = start_no_xadd,
+     .fini = stop_all, .timeout = 60)
+{
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(put_i(A, i, "v"), 0);
+	start_tier(A);
+	AWAIT(tstat(A).last_error != 0, "refused");
+	cr_assert_eq(index_size(), 0);
+	tr_kill9(&srv);
+	srv.extra[0] = NULL; /* the same port, XADD back */
+	cr_assert_eq(tr_restart(&srv), 0);
+	AWAIT(index_size() == 10, "every entry reached Redis");
+}
