@@ -141,6 +141,7 @@ struct sc_tier_rt {
 	sc_buf kentry, kemb, kindex, kstream, val, emb, payload;
 	float *row;
 	uint32_t *dslot, *dseq;  /* slots exported in the batch, to clear DIRTY */
+	uint8_t *qbits;          /* sweep: slots with an item waiting in the outbox */
 	size_t ndirty;
 };
 
@@ -990,12 +991,32 @@ static int sweep(struct sc_tier_rt *rt)
 
 	atomic_store_explicit(&t->sweep_wanted, 0, memory_order_relaxed);
 	rt->ndirty = 0;
+	/* Slots with an item waiting in the outbox are left to it: writers
+	 * keep putting while we sweep, and their entries are DIRTY too.  The
+	 * items from the tail on stay in the ring until this thread moves the
+	 * tail, so marking their slots as the head advances is exact enough:
+	 * an item for an older entry of the slot marks it too, and if the
+	 * newer entry's own item was dropped, its drop asks for the next
+	 * sweep, which starts from an empty outbox. */
+	uint64_t mark = atomic_load_explicit(&t->ob_tail, memory_order_relaxed);
+	memset(rt->qbits, 0, ((size_t)c->slots + 7) / 8);
 	for (uint32_t s = 0; s < c->slots; s++) {
 		struct sc_slot *sl = &c->slot[s];
 		uint32_t f = SC_GET(sl->flags);
 		uint8_t d[32];
 		char id[65];
 		if ((f & (SC_SLOT_USED | SC_SLOT_DIRTY)) != (SC_SLOT_USED | SC_SLOT_DIRTY))
+			continue;
+		/* acquire: the items before the head that exposes them */
+		uint64_t head = atomic_load_explicit(&t->ob_head, memory_order_acquire);
+		for (; mark < head && head - mark <= c->outbox_cap; mark++) {
+			struct sc_obitem *it = &c->outbox[mark & (c->outbox_cap - 1)];
+			uint32_t qs = SC_GET(it->slot);
+			if (atomic_load_explicit(&it->seq, memory_order_acquire) == mark + 1 &&
+			    qs < c->slots)
+				rt->qbits[qs / 8] |= (uint8_t)(1u << (qs % 8));
+		}
+		if (rt->qbits[s / 8] & (1u << (s % 8)))
 			continue;
 		sc_seq_copy(d, sl->digest, 32);
 		hex_id(d, id);
@@ -2295,6 +2316,7 @@ static void rt_free(struct sc_tier_rt *rt)
 	free(rt->row);
 	free(rt->dslot);
 	free(rt->dseq);
+	free(rt->qbits);
 	pthread_mutex_destroy(&rt->mu);
 	pthread_cond_destroy(&rt->cv);
 	free(rt);
@@ -2382,7 +2404,8 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 	rt->rrow = calloc(c->dim ? c->dim : 1, sizeof(float));
 	rt->dslot = calloc(rt->batch + 1, sizeof(uint32_t));
 	rt->dseq = calloc(rt->batch + 1, sizeof(uint32_t));
-	if (fail || !rt->row || !rt->rrow || !rt->dslot || !rt->dseq ||
+	rt->qbits = calloc(((size_t)c->slots + 7) / 8, 1);
+	if (fail || !rt->row || !rt->rrow || !rt->dslot || !rt->dseq || !rt->qbits ||
 	    sc_rkey_build(rt->prefix, SC_RKEY_INDEX, SC_RFMT_NATIVE, NULL, 0, &rt->kindex) < 0) {
 		rc = -ENOMEM;
 		goto fail;

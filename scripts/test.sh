@@ -27,7 +27,7 @@ run_suite() { # build-dir, meson setup args... [-- test names]
 	fi
 	# with test names, build only what they run
 	local targets=()
-	((${#only[@]})) && targets=(tests/tsan_threads)
+	((${#only[@]})) && targets=(tests/tsan_threads tests/tsan_tier_threads)
 	if ! ninja -C "$dir" "${targets[@]}" >/dev/null; then
 		echo "build in $dir failed" >&2
 		failed=$((failed + 1))

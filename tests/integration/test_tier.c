@@ -587,7 +587,9 @@ Test(tier_refused, foreign_value_at_the_events_key_does_not_stop_export, .init =
 	start_tier(A);
 	for (int i = 0; i < 5; i++)
 		cr_assert_eq(put_i(A, i, "x"), 0);
-	AWAIT(tstat(A).outbox_depth == 0 && tstat(A).exported == 5, "exported");
+	/* (a sweep and the outbox may both send an entry put while the
+	 * first sweep runs: what counts is what Redis holds) */
+	AWAIT(tstat(A).outbox_depth == 0 && tstat(A).exported >= 5, "exported");
 	redisReply *r = NULL;
 	const char *scard[2] = { "SCARD", "t:llm_cache_index" };
 	cr_assert_eq(sc_redis_command(rc, SC_RT_INTEGER, &r, 2, scard, NULL), 0);
