@@ -870,6 +870,7 @@ static int export_batch(struct sc_tier_rt *rt)
 		/* scribbled words: skip what cannot be trusted, say so */
 		set_error(rt, -EPROTO, "outbox head/tail inconsistent; skipped to head");
 		atomic_store_explicit(&t->resync, 1, memory_order_relaxed);
+		atomic_store_explicit(&t->sweep_wanted, 1, memory_order_relaxed); /* the puts */
 		atomic_store_explicit(&t->ob_tail, head, memory_order_release);
 		return 1;
 	}
