@@ -102,7 +102,9 @@ void sc_outbox_del(semcache *c, uint32_t s)
 		enqueue(c, SC_OB_DEL, s);
 }
 
-int sc_delete_digest(semcache *c, const uint8_t digest[32])
+/* Under the writer lock: is an entry of digest held (expired or not)?
+ * With del, remove it (no outbox item).  1, 0, or a lock error. */
+static int held(semcache *c, const uint8_t digest[32], bool del)
 {
 	sc_hkey hk;
 	int rc;
@@ -113,24 +115,22 @@ int sc_delete_digest(semcache *c, const uint8_t digest[32])
 	uint32_t s = sc_index_find_w(c, &hk);
 	rc = 0;
 	if (s != SC_NIL && (c->slot[s].flags & SC_SLOT_USED)) {
-		sc_slot_clear(c, s);
-		sc_arena_reclaim(c);
+		if (del) {
+			sc_slot_clear(c, s);
+			sc_arena_reclaim(c);
+		}
 		rc = 1;
 	}
 	sc_wunlock(c);
 	return rc;
 }
 
+int sc_delete_digest(semcache *c, const uint8_t digest[32])
+{
+	return held(c, digest, true);
+}
+
 int sc_held_digest(semcache *c, const uint8_t digest[32])
 {
-	sc_hkey hk;
-	int rc;
-
-	sc_hkey_make(c, digest, &hk);
-	if ((rc = sc_wlock(c)) < 0)
-		return rc;
-	uint32_t s = sc_index_find_w(c, &hk);
-	rc = s != SC_NIL && (c->slot[s].flags & SC_SLOT_USED) ? 1 : 0;
-	sc_wunlock(c);
-	return rc;
+	return held(c, digest, false);
 }
