@@ -81,7 +81,6 @@ int sc_rid_check(enum sc_rformat fmt, const char *id, size_t len)
 
 int sc_rid_native(const char *ns, const char *key, char out[SC_RID_NATIVE_LEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
 	uint8_t d[32];
 	int rc;
 
@@ -90,11 +89,7 @@ int sc_rid_native(const char *ns, const char *key, char out[SC_RID_NATIVE_LEN + 
 	rc = sc_key_digest(ns, key, d);
 	if (rc)
 		return rc;
-	for (int i = 0; i < 32; i++) {
-		out[2 * i] = hex[d[i] >> 4];
-		out[2 * i + 1] = hex[d[i] & 15];
-	}
-	out[SC_RID_NATIVE_LEN] = '\0';
+	sc_hex(d, 32, out);
 	return 0;
 }
 

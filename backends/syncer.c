@@ -296,16 +296,6 @@ static int ensure_connected(struct sc_tier_rt *rt)
 /* ------------------------------------------------------------------------
  * Ids and keys
  * ---------------------------------------------------------------------- */
-static void hex_id(const uint8_t d[32], char out[65])
-{
-	static const char hx[] = "0123456789abcdef";
-	for (int i = 0; i < 32; i++) {
-		out[2 * i] = hx[d[i] >> 4];
-		out[2 * i + 1] = hx[d[i] & 15];
-	}
-	out[64] = '\0';
-}
-
 static int unhex_id(const char *s, size_t n, uint8_t d[32])
 {
 	if (n != 64)
@@ -889,7 +879,7 @@ static int export_batch(struct sc_tier_rt *rt)
 		uint32_t op = SC_GET(it->op), s = SC_GET(it->slot);
 		int64_t enq = SC_GET(it->enq_ms);
 		sc_seq_copy(d, it->digest, 32);
-		hex_id(d, id);
+		sc_hex(d, 32, id);
 		if (enq > last_enq)
 			last_enq = enq;
 		if (op == SC_OB_PUT) {
@@ -1020,7 +1010,7 @@ static int sweep(struct sc_tier_rt *rt)
 		if (rt->qbits[s / 8] & (1u << (s % 8)))
 			continue;
 		sc_seq_copy(d, sl->digest, 32);
-		hex_id(d, id);
+		sc_hex(d, 32, id);
 		if ((rc = queue_put(rt, s, d, id)) < 0)
 			goto fail;
 		if (rc == 0)
@@ -1506,6 +1496,13 @@ static int stream_info(struct sc_tier_rt *rt, struct xinfo *xi)
 	return 0;
 }
 
+/* The count at our position is known: added. */
+static void set_count(struct sc_tier *t, uint64_t added)
+{
+	atomic_store_explicit(&t->stream_added, added, memory_order_relaxed);
+	atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+}
+
 static bool id_after(uint64_t ams, uint64_t aseq, uint64_t bms, uint64_t bseq)
 {
 	return ams > bms || (ams == bms && aseq > bseq);
@@ -1524,16 +1521,14 @@ static int count_at_position(struct sc_tier_rt *rt)
 	atomic_store_explicit(&t->stream_counted, 0, memory_order_relaxed);
 	if (rc == 0 && xi.absent) {
 		/* nothing yet: every entry the stream will hold is ours to read */
-		atomic_store_explicit(&t->stream_added, 0, memory_order_relaxed);
-		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+		set_count(t, 0);
 	}
 	if (rc < 0 || !xi.ok)
 		return rc;
 	/* our position is the newest id (nobody added since we read), or
 	 * the stream is empty and all it ever had is behind us */
 	if ((xi.last_ms == pm && xi.last_seq == ps) || xi.length == 0) {
-		atomic_store_explicit(&t->stream_added, (uint64_t)xi.added, memory_order_relaxed);
-		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+		set_count(t, (uint64_t)xi.added);
 	}
 	return 0;
 }
@@ -1556,8 +1551,7 @@ static int check_gap(struct sc_tier_rt *rt)
 		 * a pass looks for what we may have missed. */
 		atomic_store_explicit(&t->stream_ms, xi.last_ms, memory_order_relaxed);
 		atomic_store_explicit(&t->stream_seq, xi.last_seq, memory_order_relaxed);
-		atomic_store_explicit(&t->stream_added, (uint64_t)xi.added, memory_order_relaxed);
-		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+		set_count(t, (uint64_t)xi.added);
 		count(&t->import_gaps, 1);
 		rt->gap_pending = true;
 		return 0;
@@ -1576,12 +1570,9 @@ static int check_gap(struct sc_tier_rt *rt)
 			rt->gap_pending = true;
 		}
 		/* from here on: as if just before the oldest entry left */
-		atomic_store_explicit(&t->stream_added, (uint64_t)(xi.added - xi.length),
-		                      memory_order_relaxed);
-		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+		set_count(t, (uint64_t)(xi.added - xi.length));
 	} else if (!counted && xi.last_ms == pm && xi.last_seq == ps) {
-		atomic_store_explicit(&t->stream_added, (uint64_t)xi.added, memory_order_relaxed);
-		atomic_store_explicit(&t->stream_counted, 1, memory_order_relaxed);
+		set_count(t, (uint64_t)xi.added);
 	}
 	return 0;
 }
@@ -2263,7 +2254,7 @@ int sc_tier_read_through(semcache *c, const char *ns, const char *key, const uin
 	if (rt && rt->read_through_ms && pthread_mutex_trylock(&rt->rt_mu) == 0) {
 		char id[65];
 		if (rt->fmt == SC_RFMT_NATIVE) {
-			hex_id(digest, id);
+			sc_hex(digest, 32, id);
 			rc = read_through(rt, id, out);
 		} else if (!strcmp(ns, rt->seed_ns) &&
 		           sc_rid_check(SC_RFMT_SEED, key, strlen(key)) == 0) {
@@ -2399,8 +2390,7 @@ int semcache_tier_start(semcache *c, const semcache_tier_options *opts)
 	sc_backoff_init(&rt->rbo, o.backoff_base_ms ? o.backoff_base_ms : 50,
 	                o.backoff_cap_ms ? o.backoff_cap_ms : 2000, 0);
 	rt->mine = ((uint64_t)c->seg.me_gen << 32) | ((uint64_t)c->seg.me_idx + 1);
-	for (int i = 0; i < 16; i++)
-		snprintf(rt->origin + 2 * i, 3, "%02x", c->hdr->creation_id[i]);
+	sc_hex(c->hdr->creation_id, 16, rt->origin);
 	rt->row = calloc(c->dim ? c->dim : 1, sizeof(float));
 	rt->rrow = calloc(c->dim ? c->dim : 1, sizeof(float));
 	rt->dslot = calloc(rt->batch + 1, sizeof(uint32_t));

@@ -58,6 +58,7 @@
 #include <openssl/evp.h>
 
 #include "semcache.h"
+#include "../shm/hash.h"
 
 #define REQ_MODEL_MAX    127u   /* bytes; SEMCACHE_KEY_LEN leaves room for this */
 #define REQ_MESSAGES_MAX 65536u
@@ -78,17 +79,6 @@ static const EVP_MD *req_sha256(void)
 {
 	(void)pthread_once(&req_md_once, req_md_init);
 	return req_md;
-}
-
-static const char req_hexdig[] = "0123456789abcdef";
-
-static void req_hex(const unsigned char *in, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = req_hexdig[in[i] >> 4];
-		out[2 * i + 1] = req_hexdig[in[i] & 0x0f];
-	}
-	out[2 * n] = '\0';
 }
 
 /* ------------------------------------------------------------------------
@@ -214,7 +204,7 @@ static int request_digest(const EVP_MD *md, const semcache_request *r, char hex[
 
 	if (!ok || EVP_DigestFinal_ex(ctx, d, &dlen) != 1 || dlen != 32)
 		goto out;
-	req_hex(d, 32, hex);
+	sc_hex(d, 32, hex);
 	rc = 0;
 out:
 	EVP_MD_CTX_free(ctx);
@@ -234,7 +224,7 @@ static int scope_hash(const EVP_MD *md, const char *s, char out[REQ_SCOPE_HASH +
 	}
 	if (EVP_Digest(s, strlen(s), d, &dlen, md, NULL) != 1 || dlen < REQ_SCOPE_HASH / 2)
 		return -ENOMEM;
-	req_hex(d, REQ_SCOPE_HASH / 2, out);
+	sc_hex(d, REQ_SCOPE_HASH / 2, out);
 	return 0;
 }
 
@@ -265,7 +255,7 @@ static int system_hash(const EVP_MD *md, const semcache_request *r, char out[REQ
 	}
 	if (EVP_DigestFinal_ex(ctx, d, &dlen) != 1 || dlen < REQ_SCOPE_HASH / 2)
 		goto out;
-	req_hex(d, REQ_SCOPE_HASH / 2, out);
+	sc_hex(d, REQ_SCOPE_HASH / 2, out);
 	rc = 0;
 out:
 	EVP_MD_CTX_free(ctx);

@@ -238,8 +238,8 @@ static int hash_canonical(const json_t *v, bool top_skip, char hex[65])
 	if (!rc && (!EVP_Digest(b.p ? b.p : "", b.len, md, &mdlen, EVP_sha256(), NULL) ||
 	            mdlen != 32))
 		rc = -ENOMEM;
-	for (int i = 0; !rc && i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (!rc)
+		sc_hex(md, 32, hex);
 	free(b.p);
 	return rc;
 }

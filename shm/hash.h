@@ -11,5 +11,7 @@
 uint64_t sc_siphash(const uint64_t k[2], const void *data, size_t len);
 /* len bytes from getrandom(); 0 or -errno. */
 int sc_random_bytes(void *buf, size_t len);
+/* Lowercase hex of in[0..n) into out[0..2n], NUL-terminated. */
+void sc_hex(const void *in, size_t n, char *out);
 
 #endif
