@@ -1706,6 +1706,21 @@ static int cmd_stat(int argc, char **argv)
 /* ------------------------------------------------------------------------
  * sync: the tier's syncer as a sidecar process
  * ---------------------------------------------------------------------- */
+/* A deadline option in seconds, if given, as 1..600000 ms (0 would mean
+ * the library's default, so a tiny one rounds up to 1 ms). */
+static int parse_deadline(const struct opt *o, uint32_t *ms_out)
+{
+	int64_t ms;
+	int rc;
+
+	if (!o->seen)
+		return 0;
+	if ((rc = parse_seconds(o->name, o->arg, &ms)))
+		return rc;
+	*ms_out = ms > 600000 ? 600000 : (uint32_t)(ms ? ms : 1);
+	return 0;
+}
+
 static int cmd_sync(int argc, char **argv)
 {
 	enum { O_HOST, O_PORT, O_UNIX, O_USER, O_PASS, O_DB, O_PREFIX, O_CTO, O_TO, O_BATCH,
@@ -1724,7 +1739,6 @@ static int cmd_sync(int argc, char **argv)
 	semcache_tier_options to;
 	semcache *c = NULL;
 	uint64_t v;
-	int64_t ms;
 	int rc, err;
 
 	int pr = parse_opts(argc, argv, o, O_N, pos, 0, &npos);
@@ -1761,16 +1775,9 @@ static int cmd_sync(int argc, char **argv)
 			return rc;
 		to.warmup = (uint32_t)v;
 	}
-	if (o[O_CTO].seen) {
-		if ((rc = parse_seconds("connect-timeout", o[O_CTO].arg, &ms)))
-			return rc;
-		to.connect_timeout_ms = ms > 600000 ? 600000 : (uint32_t)(ms ? ms : 1);
-	}
-	if (o[O_TO].seen) {
-		if ((rc = parse_seconds("command-timeout", o[O_TO].arg, &ms)))
-			return rc;
-		to.command_timeout_ms = ms > 600000 ? 600000 : (uint32_t)(ms ? ms : 1);
-	}
+	if ((rc = parse_deadline(&o[O_CTO], &to.connect_timeout_ms)) ||
+	    (rc = parse_deadline(&o[O_TO], &to.command_timeout_ms)))
+		return rc;
 	if (to.prefix && (strlen(to.prefix) > 64 || strpbrk(to.prefix, " \t\r\n")))
 		return usage_error("--prefix: at most 64 printable bytes without space");
 	if (o[O_FORMAT].seen) {
